@@ -1,0 +1,43 @@
+"""Turning a coarse patch-score grid into an anomaly map at the image's resolution."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def gaussian_kernel1d(sigma: float) -> torch.Tensor:
+    """Normalised 1-D Gaussian of radius 4 sigma (as the PatchCore reference code)."""
+    radius = max(1, int(math.ceil(4 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-(x**2) / (2 * sigma**2))
+    return k / k.sum()
+
+
+def blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of N x H x W maps with reflect padding; sigma <= 0 is a no-op."""
+    if sigma <= 0:
+        return maps
+    k = gaussian_kernel1d(sigma).to(maps.device, maps.dtype)
+    r = k.numel() // 2
+    x = maps[:, None]
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
+    x = F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
+    return x[:, 0]
+
+
+def upsample_and_blur(grid: torch.Tensor, size: tuple[int, int], sigma: float) -> torch.Tensor:
+    """N x h x w patch scores -> N x H x W map: bilinear upsampling, then Gaussian blur."""
+    up = F.interpolate(grid[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    return blur(up, sigma)
+
+
+def resize_map(anomaly_map: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize one H x W float map to `shape` (bilinear), returning float32."""
+    if anomaly_map.shape == tuple(shape):
+        return anomaly_map.astype(np.float32, copy=False)
+    t = torch.from_numpy(np.ascontiguousarray(anomaly_map, dtype=np.float32))[None, None]
+    return F.interpolate(t, size=tuple(shape), mode="bilinear", align_corners=False)[0, 0].numpy()
