@@ -2,8 +2,77 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+
+from oddspot.data.splits import PROTOCOLS
+
+SPLIT_HELP = ("validation: train on 80% of train/good, validate on the rest + 30% of the defects, test on "
+              "the remainder; standard: the published MVTec AD protocol (all train/good, all test).")
+
+
+@click.command("fit")
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--category", "-c", required=True, help="Category folder under DATA (MVTec AD layout).")
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Run folder to write the model to.")
+@click.option("--model", default="patchcore", show_default=True, help="Detector to fit.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML file of detector options.")
+@click.option("--split", type=click.Choice(PROTOCOLS), default="validation", show_default=True, help=SPLIT_HELP)
+@click.option("--seed", default=0, show_default=True, help="Seed of the split and of every random choice.")
+def fit_cmd(data: Path, category: str, out: Path, model: str, config_file: Path | None, split: str, seed: int) -> None:
+    """Fit a detector on the normal training images of DATA/CATEGORY."""
+    from oddspot import inspection
+
+    info = inspection.fit(data, category, out, model, inspection.read_config(config_file), split, seed)
+    click.echo(f"fitted {model} on {info['n_train']} images of {category} in {info['fit_seconds']:.1f} s -> {out}")
+
+
+@click.command("predict")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Folder for scores.csv and heatmaps.")
+@click.option("--save-maps", is_flag=True, help="Also write raw float32 anomaly maps as maps/<path>.npy.")
+def predict_cmd(run: Path, inputs: tuple[Path, ...], out: Path, save_maps: bool) -> None:
+    """Score images (files, or folders searched recursively) with a fitted RUN."""
+    from oddspot import inspection
+
+    result = inspection.predict(run, inputs, out, save_maps, warn=lambda m: click.echo(m, err=True))
+    tail = f", {result['skipped']} skipped (see {out / 'errors.csv'})" if result["skipped"] else ""
+    click.echo(f"scored {result['scored']} images{tail} -> {out / 'scores.csv'}")
+
+
+@click.command("evaluate")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--category", "-c", required=True, help="Category folder under DATA.")
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Folder for metrics.json.")
+@click.option("--split", type=click.Choice(PROTOCOLS), default=None, help="Default: the run's own split. " + SPLIT_HELP)
+@click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples for confidence intervals.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap.")
+def evaluate_cmd(run: Path, data: Path, category: str, out: Path, split: str | None, bootstrap: int, seed: int) -> None:
+    """Evaluate a fitted RUN on the test split of DATA/CATEGORY; write metrics.json."""
+    from oddspot import inspection
+
+    m = inspection.evaluate(run, data, category, out, split, bootstrap, seed)
+    pixel = m.get("pixel") or {}
+    click.echo(f"image AUROC {m['image']['auroc']:.4f}  pixel AUROC {pixel.get('auroc', float('nan')):.4f}  "
+               f"AUPRO {pixel.get('aupro', float('nan')):.4f} -> {out / 'metrics.json'}")
+
+
+@click.command("demo")
+@click.option("--out", "-o", default=Path("runs/demo"), type=click.Path(path_type=Path), show_default=True,
+              help="Folder for the demo data, models, heatmaps and metrics.json.")
+@click.option("--task", type=click.Choice(["inspect"]), default="inspect", show_default=True, help="Which task to demo.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the generated data and models.")
+def demo_cmd(out: Path, task: str, seed: int) -> None:
+    """Build a small dataset from photos shipped with scikit-image, fit, evaluate and print a table."""
+    from oddspot.demo import run_inspect_demo
+
+    run_inspect_demo(out, seed=seed)
 
 
 def register(group: click.Group) -> None:
     """Attach the inspect verbs to the top-level group."""
+    for command in (fit_cmd, predict_cmd, evaluate_cmd, demo_cmd):
+        group.add_command(command)

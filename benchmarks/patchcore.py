@@ -1,0 +1,73 @@
+"""PatchCore speed on this machine: backbone-only, fit (features + coreset) and predict throughput.
+
+Usage: python benchmarks/patchcore.py [--sizes 224 256] [--train 200] [--test 64] [--ratio 0.1] [--threads 2]
+Prints figures; asserts nothing (the tests do that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import numpy as np
+import torch
+
+from oddspot.data.demo_dataset import texture_photo
+from oddspot.detectors import PatchCore
+
+
+def tiles(n: int, size: int, seed: int) -> list[np.ndarray]:
+    photo = texture_photo("brick")
+    rng = np.random.default_rng(seed)
+    ys, xs = rng.integers(0, photo.shape[0] - size, n), rng.integers(0, photo.shape[1] - size, n)
+    return [np.ascontiguousarray(photo[y:y + size, x:x + size]) for y, x in zip(ys, xs)]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def bench(size: int, n_train: int, n_test: int, ratio: float) -> None:
+    train, test = tiles(n_train, size, 0), tiles(n_test, size, 1)
+    model = PatchCore(image_size=size, coreset_ratio=ratio)
+    warm = model._preprocess(train[: model.config.batch_size])
+    model.extractor(warm)
+
+    t = time.perf_counter()
+    for lo in range(0, n_test, model.config.batch_size):
+        model.extractor(model._preprocess(test[lo:lo + model.config.batch_size]))
+    backbone_ips = n_test / (time.perf_counter() - t)
+
+    t = time.perf_counter()
+    model.fit(train)
+    fit_s = time.perf_counter() - t
+    model.predict(test[:4])
+    t = time.perf_counter()
+    model.predict(test, maps=True)
+    predict_ips = n_test / (time.perf_counter() - t)
+
+    st = model.state
+    print(f"size {size} px | backbone-only {backbone_ips:6.1f} img/s | fit {n_train / fit_s:6.1f} img/s "
+          f"(features {st['seconds_features']:.2f} s, coreset {st['seconds_coreset']:.2f} s for "
+          f"{st['n_train_patches']} patches -> {st['memory_bank_size']}) | predict {predict_ips:6.1f} img/s "
+          f"({100 * predict_ips / backbone_ips:.0f}% of backbone) | peak RSS {peak_rss_mb():.0f} MB")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[224, 256])
+    ap.add_argument("--train", type=int, default=200)
+    ap.add_argument("--test", type=int, default=64)
+    ap.add_argument("--ratio", type=float, default=0.1)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"PatchCore benchmark: {args.train} train / {args.test} test images, coreset {args.ratio:.0%}, "
+          f"{args.threads} threads, torch {torch.__version__}")
+    for size in args.sizes:
+        bench(size, args.train, args.test, args.ratio)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""`python -m oddspot` runs the CLI."""
+
+from oddspot.cli import main
+
+main()

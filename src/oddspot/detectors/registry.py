@@ -1,0 +1,40 @@
+"""Detectors by name, for the CLI and config files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from oddspot.errors import OddspotError
+
+DETECTORS = ("patchcore",)
+
+
+def _classes() -> dict[str, Any]:
+    from oddspot.detectors.patchcore import PatchCore
+
+    return {"patchcore": PatchCore}
+
+
+def build_detector(name: str, options: dict[str, Any] | None = None):
+    """A new, unfitted detector `name` with `options` (unknown options are an error)."""
+    classes = _classes()
+    if name not in classes:
+        raise OddspotError(f"--model {name!r} unknown; use one of {', '.join(classes)}")
+    return classes[name](**(options or {}))
+
+
+def load_detector(folder: str | Path):
+    """Load whichever detector a model folder holds."""
+    path = Path(folder) / "model.json"
+    if not path.exists():
+        raise OddspotError(f"{folder}: not a saved oddspot model (model.json missing); pass a run folder from `oddspot fit`")
+    try:
+        kind = json.loads(path.read_text()).get("detector")
+    except json.JSONDecodeError as exc:
+        raise OddspotError(f"{path}: corrupt JSON ({exc}); re-run `oddspot fit`") from None
+    classes = _classes()
+    if kind not in classes:
+        raise OddspotError(f"{path}: unknown detector {kind!r}; this oddspot knows {', '.join(classes)}")
+    return classes[kind].load(folder)

@@ -1,0 +1,83 @@
+"""PatchCore: detects defects, scores independently of batches, saves and loads bit-identically."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from oddspot.data.mvtec import read_mvtec
+from oddspot.detectors import PatchCore
+from oddspot.errors import OddspotError
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_mvtec, small_options):
+    refs = read_mvtec(tiny_mvtec, "brick")
+    train = [r.load().image for r in refs["train"]]
+    test = [r.load() for r in refs["test"]]
+    return PatchCore(**small_options).fit(train), test
+
+
+def test_defects_score_higher_and_maps_localise(fitted):
+    model, test = fitted
+    pred = model.predict([s.image for s in test])
+    labels = np.array([s.label for s in test])
+    assert pred.image_scores[labels == 1].mean() > pred.image_scores[labels == 0].mean()
+    bad = next(i for i, s in enumerate(test) if s.label == 1)
+    amap, mask = pred.maps[bad], test[bad].mask
+    assert amap.shape == mask.shape and amap.dtype == np.float32
+    assert amap[mask].mean() > amap[~mask].mean()
+
+
+def test_score_does_not_depend_on_batch(fitted):
+    model, test = fitted
+    images = [s.image for s in test]
+    alone = np.array([model.predict([img], maps=False).image_scores[0] for img in images])
+    together = model.predict(images, maps=False).image_scores
+    shuffled_order = np.random.default_rng(0).permutation(len(images))
+    shuffled = model.predict([images[i] for i in shuffled_order], maps=False).image_scores
+    assert np.array_equal(alone, together)
+    assert np.array_equal(shuffled, together[shuffled_order])
+
+
+@pytest.mark.parametrize("scoring", ["reweighted", "topk_mean"])
+def test_other_image_scorings(fitted, scoring, small_options):
+    model, test = fitted
+    other = PatchCore(**{**small_options, "scoring": scoring})
+    other.memory_bank = model.memory_bank
+    scores = other.predict([s.image for s in test], maps=False).image_scores
+    assert np.all(np.isfinite(scores)) and not np.array_equal(scores, model.predict([s.image for s in test], maps=False).image_scores)
+
+
+def test_unknown_option_fails_loudly():
+    with pytest.raises(OddspotError, match="coreset_ration"):
+        PatchCore(coreset_ration=0.1)
+    with pytest.raises(OddspotError, match="scoring"):
+        PatchCore(scoring="mean")
+
+
+def test_saved_model_scores_bit_identically_in_fresh_process(fitted, tmp_path, tiny_mvtec):
+    model, test = fitted
+    model.save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["format_version"] == 1 and meta["detector"] == "patchcore" and "oddspot_version" in meta
+    paths = [s.meta["path"] for s in test]
+    expected = model.predict([s.image for s in test], maps=False).image_scores
+    code = (
+        "import sys, json, numpy as np\n"
+        "from oddspot.detectors import PatchCore\nfrom oddspot.data import read_image\n"
+        "m = PatchCore.load(sys.argv[1])\n"
+        "s = m.predict([read_image(p) for p in sys.argv[2:]], maps=False).image_scores\n"
+        "print(json.dumps([float(v).hex() for v in s]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m"), *paths], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == [float(v).hex() for v in expected]
+
+
+def test_load_rejects_non_model_folder(tmp_path):
+    with pytest.raises(OddspotError, match="model.json"):
+        PatchCore.load(tmp_path)
