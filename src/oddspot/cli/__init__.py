@@ -1,0 +1,44 @@
+"""The `oddspot` command line: thin verbs that parse options, call the library and print.
+
+Each task registers its verbs from its own module; every `OddspotError` becomes a one-line
+message on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from oddspot import __version__
+from oddspot.errors import OddspotError
+
+
+class OddspotGroup(click.Group):
+    """A click group that turns OddspotError into a one-line message and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except OddspotError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=OddspotGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="oddspot")
+def cli() -> None:
+    """oddspot: visual anomaly detection that learns from normal data only."""
+
+
+# Modules under oddspot.cli that each define `register(group)`; a task adds its module here.
+VERB_MODULES: tuple[str, ...] = ("inspect_commands",)
+
+for _name in VERB_MODULES:
+    importlib.import_module(f"oddspot.cli.{_name}").register(cli)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="oddspot")
