@@ -1,0 +1,185 @@
+"""One-call evaluation of an inspection run (MVTec-style): image-level, pixel-level, breakdowns.
+
+Feed images one at a time with `add`; `compute()` returns a JSON-ready dict and `curves()` the
+downsampled ROC / PR / PRO curves. Pixel state is bounded (streaming score tables); only one
+score, label, defect type and defect area per image are kept.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from oddspot.errors import OddspotError
+from oddspot.metrics._inputs import binary_array, scores_array
+from oddspot.metrics.aupro import AUPRO
+from oddspot.metrics.bootstrap import bootstrap_ci
+from oddspot.metrics.breakdowns import defect_type_breakdown, size_breakdown
+from oddspot.metrics.per_image import PerImageMetrics
+from oddspot.metrics.ranking import BinaryRankingMetrics, ranking_curves, ranking_metrics, threshold_metrics
+from oddspot.metrics.score_table import ScoreTable
+
+
+def _plain(obj: Any) -> Any:
+    """Numpy scalars/arrays inside dicts and lists turned into plain Python values."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj)
+    return obj
+
+
+class InspectionEvaluator:
+    """Everything `oddspot evaluate` reports for an inspection task, from images added one by one.
+
+    Args:
+        fpr_limit: FPR integration limit of AUPRO.
+        bootstrap: bootstrap resamples for the image-level confidence intervals (0 = none).
+        seed: seed of the bootstrap (recorded in the output).
+        size_edges: two area fractions splitting defects into small / medium / large; None =
+            terciles of the defective images' mask areas.
+        max_exact_values, max_bins, threads: pixel score-table settings (see `ScoreTable`).
+    """
+
+    def __init__(
+        self,
+        fpr_limit: float = 0.3,
+        bootstrap: int = 1000,
+        seed: int = 0,
+        size_edges: Sequence[float] | None = None,
+        max_exact_values: int = 2**22,
+        max_bins: int = 2**23,
+        threads: int = 1,
+    ) -> None:
+        if int(bootstrap) != bootstrap or bootstrap < 0:
+            raise OddspotError(f"InspectionEvaluator: bootstrap must be an integer >= 0, got {bootstrap!r}")
+        self.fpr_limit = fpr_limit
+        self.bootstrap = int(bootstrap)
+        self.seed = int(seed)
+        self.size_edges = None if size_edges is None else [float(e) for e in size_edges]
+        edges = self.size_edges
+        if edges is not None and not (len(edges) == 2 and 0 <= edges[0] <= edges[1] <= 1):
+            raise OddspotError(
+                f"InspectionEvaluator: size_edges must be two increasing area fractions in [0, 1], got {size_edges}"
+            )
+        self._pixel = BinaryRankingMetrics(max_exact_values, max_bins, threads=threads)
+        self._per_image = PerImageMetrics()
+        self._aupro = AUPRO(fpr_limit, max_exact_values, max_bins, threads=threads)
+        self._scores: list[float] = []
+        self._labels: list[int] = []
+        self._types: list[str] = []
+        self._areas: list[float] = []
+        self._n_maps = 0
+        self._no_mask = 0
+
+    def add(
+        self,
+        image_score: float,
+        label: int,
+        anomaly_map: np.ndarray | None = None,
+        mask: np.ndarray | None = None,
+        defect_type: str = "good",
+    ) -> None:
+        """Add one image: its score, label (0 good / 1 defective), optional H x W map and mask.
+
+        A good image's mask may be None (all False). A defective image without a mask counts
+        for image-level metrics only. Bad input raises OddspotError and changes nothing.
+        """
+        where = f"InspectionEvaluator.add ({defect_type})"
+        score = float(image_score)
+        if math.isnan(score):
+            raise OddspotError(f"{where}: image_score is NaN; fix the scorer")
+        if label not in (0, 1):
+            raise OddspotError(f"{where}: label must be 0 (good) or 1 (defective), got {label!r}")
+        gt = None if mask is None else binary_array(mask, where, "mask")
+        if gt is not None and gt.ndim != 2:
+            raise OddspotError(f"{where}: mask must be H x W, got shape {gt.shape}")
+        if gt is not None and label == 0 and gt.any():
+            raise OddspotError(
+                f"{where}: a good image (label 0) has {int(gt.sum())} defective mask pixels; fix the label"
+            )
+        amap = None
+        if anomaly_map is not None:
+            amap = scores_array(anomaly_map, where)
+            if amap.ndim != 2:
+                raise OddspotError(f"{where}: anomaly_map must be H x W, got shape {amap.shape}")
+            if gt is not None and gt.shape != amap.shape:
+                raise OddspotError(
+                    f"{where}: anomaly_map {amap.shape} != mask {gt.shape}; resize the map to the mask size"
+                )
+            if amap.size and np.isnan(amap.min()):
+                raise OddspotError(f"{where}: anomaly_map has {int(np.isnan(amap).sum())} NaN values; fix the scorer")
+            if gt is None and label == 0:
+                gt = np.zeros(amap.shape, bool)
+        if amap is not None and gt is not None:
+            self._pixel.update(amap, gt)
+            self._per_image.update(amap, gt)
+            self._aupro.update(amap, gt)
+            self._n_maps += 1
+        elif amap is not None:
+            self._no_mask += 1
+        self._scores.append(score)
+        self._labels.append(int(label))
+        self._types.append(str(defect_type))
+        self._areas.append(float(gt.mean()) if gt is not None and label == 1 and gt.size else float("nan"))
+
+    def _image_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self._scores:
+            raise OddspotError("InspectionEvaluator: no images were added; call add() first")
+        return np.asarray(self._scores, np.float64), np.asarray(self._labels, np.int8)
+
+    def _image_bins(self, scores: np.ndarray, labels: np.ndarray):
+        table = ScoreTable(max_exact_values=2**62, block_size=2**62)
+        table.add(scores, labels.astype(bool))
+        return table.bins()
+
+    def compute(self, image_threshold: float | None = None, pixel_threshold: float | None = None) -> dict[str, Any]:
+        """{"image": {...}, "pixel": {...} or None, "breakdowns": {...}}, JSON-serialisable.
+
+        Thresholds, when given, add precision / recall / F1 / accuracy / counts at that
+        threshold ("anomalous iff score >= threshold") under "at_threshold".
+        """
+        scores, labels = self._image_arrays()
+        bins = self._image_bins(scores, labels)
+        image = ranking_metrics(bins, "InspectionEvaluator image-level")
+        image["n_images"] = int(scores.size)
+        if self.bootstrap:
+            image["ci"] = bootstrap_ci(scores, labels, n=self.bootstrap, seed=self.seed)
+        if image_threshold is not None:
+            image["at_threshold"] = threshold_metrics(bins, image_threshold, "InspectionEvaluator image threshold")
+        pixel = None
+        if self._n_maps:
+            pixel = self._pixel.compute()
+            aupro = self._aupro.compute()
+            pixel["aupro"] = aupro["aupro"]
+            pixel["aupro_fpr_limit"] = aupro["fpr_limit"]
+            pixel["n_regions"] = aupro["n_regions"]
+            pixel["error_bound"]["aupro"] = aupro["error_bound"]
+            pixel["exact"] = bool(pixel["exact"] and aupro["exact"])
+            pixel["per_image"] = self._per_image.compute()
+            pixel["n_images"] = self._n_maps
+            pixel["n_defective_without_mask"] = self._no_mask
+            if pixel_threshold is not None:
+                pixel["at_threshold"] = self._pixel.at_threshold(pixel_threshold)
+        breakdowns = {
+            "defect_type": defect_type_breakdown(scores, labels, self._types),
+            "size": size_breakdown(scores, labels, np.asarray(self._areas), self.size_edges),
+        }
+        return _plain({"image": image, "pixel": pixel, "breakdowns": breakdowns})
+
+    def curves(self, max_points: int = 1000) -> dict[str, Any]:
+        """Downsampled curves as lists: image ROC/PR; pixel ROC/PR/PRO (None without maps)."""
+        scores, labels = self._image_arrays()
+        out: dict[str, Any] = {"image": ranking_curves(self._image_bins(scores, labels), max_points), "pixel": None}
+        if self._n_maps:
+            out["pixel"] = {**self._pixel.curves(max_points), "pro": self._aupro.curve(max_points)}
+        return _plain(out)
