@@ -55,3 +55,12 @@ def test_extractor_stops_after_deepest_layer(backbone):
 def test_unknown_layer_names_the_choices(backbone):
     with pytest.raises(OddspotError, match="stage3"):
         FeatureExtractor(backbone, ["layer9"])
+
+
+def test_two_extractors_share_one_backbone(backbone):
+    shallow = FeatureExtractor(backbone, ["stage3"])
+    deep = FeatureExtractor(backbone, ["stage3", "stage5"])
+    x = backbone.preprocess(data.coffee(), 64)
+    assert set(shallow(x)) == {"stage3"} and set(deep(x)) == {"stage3", "stage5"}
+    shallow.close()
+    deep.close()

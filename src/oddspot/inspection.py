@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -17,7 +18,10 @@ import numpy as np
 import yaml
 
 from oddspot import __version__
+from oddspot.calibration import Calibration, calibrate as fit_calibration
 from oddspot.data.image_io import is_image_file, read_image
+from oddspot.data.sample import Sample
+from oddspot.data.synthetic import synthesize_anomaly
 from oddspot.data.mvtec import SampleRef, category_root, read_mvtec
 from oddspot.data.splits import load_or_create_manifest, select
 from oddspot.detectors.registry import build_detector, load_detector
@@ -52,8 +56,11 @@ def load_images(refs: Sequence[SampleRef]) -> list[np.ndarray]:
 
 
 def fit(data: str | Path, category: str, out: str | Path, model: str = "patchcore",
-        options: dict[str, Any] | None = None, split: str = "validation", seed: int = 0) -> dict[str, Any]:
-    """Fit a detector on the train split of one MVTec-layout category; save it and the split in `out`."""
+        options: dict[str, Any] | None = None, split: str = "validation", seed: int = 0,
+        calibration: str = "auto", quantile: float = 0.995, threshold: float | None = None,
+        pixel_threshold: float | None = None) -> dict[str, Any]:
+    """Fit a detector on the train split of one MVTec-layout category, calibrate it on the
+    validation split, and save model, calibration and split manifest in `out`."""
     data, out = Path(data), Path(out)
     root = category_root(data, category)
     refs = read_mvtec(data, category)
@@ -64,21 +71,82 @@ def fit(data: str | Path, category: str, out: str | Path, model: str = "patchcor
     t0 = time.perf_counter()
     detector.fit(load_images(train))
     seconds = time.perf_counter() - t0
-    normal = select(refs, root, [k for k in manifest["validation"] if k.startswith("train/")]) or train[:16]
-    detector.state["map_display_max"] = display_scale(detector, normal)
-    detector.state["map_display_source"] = "validation normal images" if manifest["validation"] else "training images"
+    validation = select(refs, root, manifest["validation"])
+    cal = calibrate_detector(detector, [r.load() for r in validation], calibration, quantile, threshold,
+                             pixel_threshold, seed, fallback_normal=train[:16])
     detector.save(out)
+    (out / "calibration.json").unlink(missing_ok=True)
+    if cal is not None:
+        cal.save(out)
     info = {"oddspot_version": __version__, "data": str(data), "category": category, "model": model,
-            "split": split, "seed": seed, "n_train": len(train), "fit_seconds": round(seconds, 3)}
+            "split": split, "seed": seed, "n_train": len(train), "n_validation": len(validation),
+            "calibration": cal.strategy if cal is not None else None, "fit_seconds": round(seconds, 3)}
     write_json(out / RUN_FILE, info)
     return info
 
 
-def display_scale(detector: Any, normal: Sequence[SampleRef]) -> float:
+def calibrate_detector(detector: Any, validation: list[Sample], strategy: str = "auto", quantile: float = 0.995,
+                       threshold: float | None = None, pixel_threshold: float | None = None, seed: int = 0,
+                       fallback_normal: Sequence[SampleRef] = ()) -> Calibration | None:
+    """Fit the calibration on validation samples; also store the heatmap colour scale in `detector.state`.
+
+    Without validation samples only a `fixed` calibration is possible (its scale then comes from
+    `fallback_normal` images); otherwise None is returned and decisions are unavailable.
+    """
+    if not validation:
+        validation = [r.load() for r in fallback_normal]
+        if strategy != "fixed":
+            pred = detector.predict([s.image for s in validation], maps=True)
+            detector.state["map_display_max"] = _display_max(pred.maps)
+            detector.state["map_display_source"] = "training images"
+            return None
+    if strategy == "auto":
+        strategy = "f1" if any(s.label == 1 for s in validation) else "synthetic"
+    if strategy == "synthetic":
+        rng = np.random.default_rng(seed)
+        normal = [s for s in validation if s.label == 0]
+        made = [synthesize_anomaly(s.image, rng) for s in normal]
+        validation = normal + [Sample(img, mask, 1, {"defect_type": f"synthetic_{kind}"}) for img, mask, kind in made]
+    images = [s.image for s in validation]
+    labels = np.array([s.label for s in validation])
+    masks = [s.mask if s.mask is not None else np.zeros(s.image.shape[:2], bool) for s in validation]
+    if hasattr(detector, "fit_gate"):
+        detector.fit_gate(images, labels)
+    pred = detector.predict(images, maps=True)
+    normal_maps = [m for m, y in zip(pred.maps, labels) if y == 0]
+    detector.state["map_display_max"] = _display_max(normal_maps)
+    detector.state["map_display_source"] = "normal validation images"
+    cal = fit_calibration(pred.image_scores, labels, pred.maps, masks, strategy, quantile, threshold, pixel_threshold)
+    cal.details.update({"n_validation": len(validation), "seed": seed})
+    return cal
+
+
+def calibrate(run: str | Path, data: str | Path, category: str, out_run: str | Path, strategy: str = "auto",
+              quantile: float = 0.995, threshold: float | None = None, pixel_threshold: float | None = None,
+              seed: int = 0) -> Calibration | None:
+    """Copy a fitted run to `out_run` and re-fit only its calibration on DATA's validation split
+    (the run's own split manifest is reused, so the same files play the same roles)."""
+    run, data, out_run = Path(run), Path(data), Path(out_run)
+    detector = load_detector(run)
+    if out_run.resolve() != run.resolve():
+        shutil.copytree(run, out_run, dirs_exist_ok=True)
+    root = category_root(data, category)
+    refs = read_mvtec(data, category)
+    protocol = json.loads((run / RUN_FILE).read_text()).get("split", "validation") if (run / RUN_FILE).exists() else "validation"
+    manifest = load_or_create_manifest(out_run / SPLIT_FILE, refs, root, protocol, seed)
+    validation = [r.load() for r in select(refs, root, manifest["validation"])]
+    train = select(refs, root, manifest["train"])[:16]
+    cal = calibrate_detector(detector, validation, strategy, quantile, threshold, pixel_threshold, seed, train)
+    detector.save(out_run)
+    (out_run / "calibration.json").unlink(missing_ok=True)
+    if cal is not None:
+        cal.save(out_run)
+    return cal
+
+
+def _display_max(maps: Sequence[np.ndarray]) -> float:
     """Upper end of the heatmap colour scale: 1.5 x the 99.9th percentile of normal-image map values."""
-    pred = detector.predict(load_images(normal), maps=True)
-    values = np.concatenate([m.ravel() for m in pred.maps])
-    return float(1.5 * np.quantile(values, 0.999))
+    return float(1.5 * np.quantile(np.concatenate([m.ravel() for m in maps]), 0.999))
 
 
 def _test_refs(run: Path, data: Path, category: str, split: str | None) -> tuple[list[SampleRef], str]:
@@ -102,21 +170,33 @@ def evaluate(run: str | Path, data: str | Path, category: str, out: str | Path, 
     """Score the test split with a saved model; write metrics.json and scores.csv to `out`."""
     run, data, out = Path(run), Path(data), Path(out)
     detector = load_detector(run)
+    cal = Calibration.load(run)
     test, protocol = _test_refs(run, data, category, split)
     if not test:
         raise OddspotError(f"{data / category / 'test'}: no test images for --split {protocol}; add test images")
     evaluator = InspectionEvaluator(bootstrap=bootstrap, seed=seed)
     rows = []
+    called = 0
     t0 = time.perf_counter()
     for chunk in _batched(test, batch):
         samples = [r.load() for r in chunk]
         pred = detector.predict([s.image for s in samples], maps=True)
+        called += getattr(detector, "last_call", {}).get("n_localizer", 0)
         for s, score, amap in zip(samples, pred.image_scores, pred.maps):
             mask = s.mask if s.mask is not None else np.zeros(s.image.shape[:2], bool)
             evaluator.add(float(score), int(s.label), amap, mask, s.meta["defect_type"])
             rows.append((s.meta["path"], s.label, s.meta["defect_type"], float(score)))
     seconds = time.perf_counter() - t0
-    metrics = evaluator.compute()
+    if cal is not None:
+        metrics = evaluator.compute(image_threshold=cal.image_threshold, pixel_threshold=cal.pixel_threshold)
+        metrics["calibration"] = cal.to_dict()
+        scores = np.array([r[3] for r in rows])
+        rows = [(*r, float(n), int(d)) for r, n, d in zip(rows, cal.image(scores), cal.decide(scores))]
+    else:
+        metrics = evaluator.compute()
+        metrics["calibration"] = None
+    if hasattr(detector, "last_call"):
+        metrics["cascade"] = {"localizer_call_rate": called / len(test), "thresholds": detector.state.get("thresholds")}
     metrics["run"] = {"category": category, "split": protocol, "n_test": len(test), "bootstrap_seed": seed,
                       "predict_seconds": round(seconds, 3), "model": str(run)}
     out.mkdir(parents=True, exist_ok=True)
@@ -124,7 +204,7 @@ def evaluate(run: str | Path, data: str | Path, category: str, out: str | Path, 
     write_json(out / "curves.json", evaluator.curves())
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["path", "label", "defect_type", "score"])
+    w.writerow(["path", "label", "defect_type", "score"] + (["normalized", "anomalous"] if cal is not None else []))
     w.writerows(rows)
     atomic_write_text(out / "scores.csv", buf.getvalue())
     return metrics
@@ -154,15 +234,19 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
 
 def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path, save_maps: bool = False,
             batch: int = 16, warn=print) -> dict[str, Any]:
-    """Score images; write scores.csv, heatmaps/<rel>.png and (optionally) maps/<rel>.npy.
+    """Score images; write scores.csv, heatmaps/<rel>.png, masks/<rel>.png and (optionally) maps/<rel>.npy.
+
+    With a calibrated run, scores.csv holds `path,score,normalized,anomalous` and masks/ the
+    predicted defect pixels (pixel threshold); without one, `path,score` only.
 
     A file that cannot be decoded is reported through `warn` and in errors.csv, and skipped.
     """
     run, out = Path(run), Path(out)
     detector = load_detector(run)
+    cal = Calibration.load(run)
     items = collect_inputs(inputs)
     display_max = float(detector.state.get("map_display_max") or 0.0) or None
-    rows: list[tuple[str, float]] = []
+    rows: list[tuple[Any, ...]] = []
     errors: list[tuple[str, str]] = []
     for chunk in _batched(items, batch):
         good: list[tuple[Path, Path, np.ndarray]] = []
@@ -176,13 +260,18 @@ def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path, save
             continue
         pred = detector.predict([g[2] for g in good], maps=True)
         for (path, rel, image), score, amap in zip(good, pred.image_scores, pred.maps):
-            rows.append((str(path), float(score)))
+            if cal is not None:
+                rows.append((str(path), float(score), float(cal.image(score)), int(cal.decide(score))))
+                if cal.pixel is not None:
+                    write_png(out / "masks" / f"{rel}.png", cal.defect_mask(amap).astype(np.uint8) * 255)
+            else:
+                rows.append((str(path), float(score)))
             write_png(out / "heatmaps" / f"{rel}.png", heatmap_overlay(image, amap, display_max))
             if save_maps:
                 write_npy(out / "maps" / f"{rel}.npy", amap.astype(np.float32))
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["path", "score"])
+    w.writerow(["path", "score"] + (["normalized", "anomalous"] if cal is not None else []))
     w.writerows(rows)
     atomic_write_text(out / "scores.csv", buf.getvalue())
     if errors:

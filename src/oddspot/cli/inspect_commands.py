@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from oddspot.calibration import STRATEGIES
 from oddspot.data.splits import PROTOCOLS
 
 SPLIT_HELP = ("validation: train on 80% of train/good, validate on the rest + 30% of the defects, test on "
@@ -20,12 +21,21 @@ SPLIT_HELP = ("validation: train on 80% of train/good, validate on the rest + 30
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML file of detector options.")
 @click.option("--split", type=click.Choice(PROTOCOLS), default="validation", show_default=True, help=SPLIT_HELP)
 @click.option("--seed", default=0, show_default=True, help="Seed of the split and of every random choice.")
-def fit_cmd(data: Path, category: str, out: Path, model: str, config_file: Path | None, split: str, seed: int) -> None:
-    """Fit a detector on the normal training images of DATA/CATEGORY."""
+@click.option("--calibration", type=click.Choice(STRATEGIES), default="auto", show_default=True,
+              help="Threshold strategy on the validation split: f1 (needs defects), synthetic (generated "
+                   "defects), quantile (of normal scores), fixed (--threshold); auto = f1 if validation has defects, else synthetic.")
+@click.option("--quantile", default=0.995, show_default=True, help="Quantile of normal validation scores for --calibration quantile.")
+@click.option("--threshold", type=float, default=None, help="Image threshold for --calibration fixed.")
+@click.option("--pixel-threshold", type=float, default=None, help="Pixel threshold for --calibration fixed.")
+def fit_cmd(data: Path, category: str, out: Path, model: str, config_file: Path | None, split: str, seed: int,
+            calibration: str, quantile: float, threshold: float | None, pixel_threshold: float | None) -> None:
+    """Fit a detector on the normal training images of DATA/CATEGORY and calibrate it on validation."""
     from oddspot import inspection
 
-    info = inspection.fit(data, category, out, model, inspection.read_config(config_file), split, seed)
-    click.echo(f"fitted {model} on {info['n_train']} images of {category} in {info['fit_seconds']:.1f} s -> {out}")
+    info = inspection.fit(data, category, out, model, inspection.read_config(config_file), split, seed,
+                          calibration, quantile, threshold, pixel_threshold)
+    cal = f", calibrated ({info['calibration']})" if info["calibration"] else ", not calibrated (no validation split)"
+    click.echo(f"fitted {model} on {info['n_train']} images of {category} in {info['fit_seconds']:.1f} s{cal} -> {out}")
 
 
 @click.command("predict")
@@ -63,13 +73,23 @@ def evaluate_cmd(run: Path, data: Path, category: str, out: Path, split: str | N
 @click.command("demo")
 @click.option("--out", "-o", default=Path("runs/demo"), type=click.Path(path_type=Path), show_default=True,
               help="Folder for the demo data, models, heatmaps and metrics.json.")
-@click.option("--task", type=click.Choice(["inspect"]), default="inspect", show_default=True, help="Which task to demo.")
+@click.option("--task", type=click.Choice(["inspect", "road", "video"]), default="inspect", show_default=True,
+              help="inspect: PatchCore on textures; road: segmentation + unseen objects; video: abnormal frames.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the generated data and models.")
 def demo_cmd(out: Path, task: str, seed: int) -> None:
-    """Build a small dataset from photos shipped with scikit-image, fit, evaluate and print a table."""
-    from oddspot.demo import run_inspect_demo
+    """Generate a small offline dataset for TASK, fit, evaluate, write metrics.json and print a table."""
+    if task == "road":
+        from oddspot.road.demo import run_road_demo
 
-    run_inspect_demo(out, seed=seed)
+        run_road_demo(out if out != Path("runs/demo") else Path("runs/demo-road"), seed=seed)
+    elif task == "video":
+        from oddspot.video.demo import run_video_demo
+
+        run_video_demo(out if out != Path("runs/demo") else Path("runs/demo-video"), seed=seed)
+    else:
+        from oddspot.demo import run_inspect_demo
+
+        run_inspect_demo(out, seed=seed)
 
 
 def register(group: click.Group) -> None:

@@ -8,13 +8,15 @@ from typing import Any
 
 from oddspot.errors import OddspotError
 
-DETECTORS = ("patchcore",)
+DETECTORS = ("patchcore", "padim", "cascade")
 
 
 def _classes() -> dict[str, Any]:
+    from oddspot.detectors.cascade import Cascade
+    from oddspot.detectors.padim import PaDiM
     from oddspot.detectors.patchcore import PatchCore
 
-    return {"patchcore": PatchCore}
+    return {"patchcore": PatchCore, "padim": PaDiM, "cascade": Cascade}
 
 
 def build_detector(name: str, options: dict[str, Any] | None = None):

@@ -1,0 +1,70 @@
+"""The fast-gate cascade on the demo data: localizer call rate, latency with and without the gate, AUROCs.
+
+Usage: python benchmarks/cascade.py [--out runs/bench-cascade] [--threads 2]
+Builds the demo dataset if needed, fits PatchCore alone and the cascade per category (both
+calibrated on the validation split), evaluates both on the test split and times them.
+Also reports calibrated decisions (F1 on test) for each threshold strategy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from oddspot import inspection
+from oddspot.data.demo_dataset import TEXTURES, build_demo_dataset
+from oddspot.detectors.registry import load_detector
+
+
+def latency(run: Path, images: list[np.ndarray]) -> float:
+    detector = load_detector(run)
+    detector.predict(images[:2])
+    t = time.perf_counter()
+    detector.predict(images, maps=True)
+    return (time.perf_counter() - t) / len(images)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("runs/bench-cascade"))
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    data = args.out / "data"
+    if not (data / "dataset.json").exists():
+        build_demo_dataset(data)
+    rows = []
+    for cat in TEXTURES:
+        res = {}
+        for model in ("patchcore", "cascade"):
+            run = args.out / model / cat
+            inspection.fit(data, cat, run, model=model)
+            res[model] = inspection.evaluate(run, data, cat, args.out / f"eval-{model}" / cat, bootstrap=0)
+        test = [r.load().image for r in inspection._test_refs(args.out / "patchcore" / cat, data, cat, None)[0]]
+        lat = {m: latency(args.out / m / cat, test) for m in ("patchcore", "cascade")}
+        strategies = {}
+        for strategy in ("f1", "synthetic", "quantile"):
+            run = args.out / f"patchcore-{strategy}" / cat
+            inspection.calibrate(args.out / "patchcore" / cat, data, cat, run, strategy=strategy)
+            m = inspection.evaluate(run, data, cat, args.out / f"eval-{strategy}" / cat, bootstrap=0)
+            strategies[strategy] = m["image"]["at_threshold"]["f1"]
+        rows.append((cat, res, lat, strategies))
+        call = res["cascade"]["cascade"]["localizer_call_rate"]
+        print(f"{cat:7s} | localizer call rate {call:5.1%} | latency/image: PatchCore {1000 * lat['patchcore']:6.1f} ms, "
+              f"cascade {1000 * lat['cascade']:6.1f} ms | image AUROC: PatchCore {res['patchcore']['image']['auroc']:.4f}, "
+              f"cascade {res['cascade']['image']['auroc']:.4f} | test F1 at calibrated threshold: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in strategies.items())
+              + f", cascade {res['cascade']['image']['at_threshold']['f1']:.3f}")
+    mean = lambda f: float(np.mean([f(r) for r in rows]))  # noqa: E731
+    print(f"mean    | localizer call rate {mean(lambda r: r[1]['cascade']['cascade']['localizer_call_rate']):5.1%} | "
+          f"latency/image: PatchCore {1000 * mean(lambda r: r[2]['patchcore']):6.1f} ms, cascade {1000 * mean(lambda r: r[2]['cascade']):6.1f} ms | "
+          f"image AUROC: PatchCore {mean(lambda r: r[1]['patchcore']['image']['auroc']):.4f}, cascade {mean(lambda r: r[1]['cascade']['image']['auroc']):.4f} | "
+          "test F1: " + ", ".join(f"{k} {mean(lambda r, k=k: r[3][k]):.3f}" for k in ("f1", "synthetic", "quantile")))
+
+
+if __name__ == "__main__":
+    main()

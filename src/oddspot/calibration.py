@@ -1,0 +1,175 @@
+"""Decisions from scores: thresholds and [0, 1] normalization fitted on validation data and stored.
+
+Strategies (the one used is recorded):
+- `f1`: the threshold maximizing F1 on validation images that include anomalies;
+- `synthetic`: the same, with anomalies made from normal validation images by the seeded
+  defect generator (for users with no defective samples);
+- `quantile`: a high quantile (default 99.5%) of normal validation scores: never the minimum;
+- `fixed`: a value given by the user;
+- `auto`: `f1` when validation has anomalies, else `synthetic`.
+
+Image and pixel thresholds are fitted separately. Normalization is a fixed piecewise-linear map
+from stored statistics (low end, threshold, high end) to [0, 1] with the threshold at 0.5, so a
+sample's normalized score never depends on the other samples in its batch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from oddspot.errors import OddspotError
+from oddspot.files import write_json
+from oddspot.metrics import BinaryRankingMetrics
+
+STRATEGIES = ("auto", "f1", "synthetic", "quantile", "fixed")
+CALIBRATION_FILE = "calibration.json"
+
+
+@dataclass
+class ScoreScale:
+    """Piecewise-linear map: low -> 0, threshold -> 0.5, high -> 1 (clipped outside)."""
+
+    low: float
+    threshold: float
+    high: float
+
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
+        s = np.asarray(scores, dtype=np.float64)
+        below = 0.5 * (s - self.low) / max(self.threshold - self.low, 1e-12)
+        above = 0.5 + 0.5 * (s - self.threshold) / max(self.high - self.threshold, 1e-12)
+        return np.clip(np.where(s < self.threshold, below, above), 0.0, 1.0)
+
+
+@dataclass
+class Calibration:
+    """Fitted thresholds and normalization of one model (image-level, and pixel-level when maps exist)."""
+
+    strategy: str
+    image: ScoreScale
+    pixel: ScoreScale | None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def image_threshold(self) -> float:
+        return self.image.threshold
+
+    @property
+    def pixel_threshold(self) -> float | None:
+        return self.pixel.threshold if self.pixel is not None else None
+
+    def decide(self, scores: np.ndarray) -> np.ndarray:
+        """1 where the raw image score reaches the threshold, else 0."""
+        return (np.asarray(scores) >= self.image.threshold).astype(np.int64)
+
+    def defect_mask(self, anomaly_map: np.ndarray) -> np.ndarray:
+        """Predicted defect pixels of one raw anomaly map."""
+        if self.pixel is None:
+            raise OddspotError("this calibration has no pixel threshold (the model produced no maps)")
+        return anomaly_map >= self.pixel.threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "image_threshold": self.image_threshold,
+                "pixel_threshold": self.pixel_threshold, "image": asdict(self.image),
+                "pixel": asdict(self.pixel) if self.pixel is not None else None, "details": self.details}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Calibration":
+        return cls(d["strategy"], ScoreScale(**d["image"]), ScoreScale(**d["pixel"]) if d.get("pixel") else None,
+                   d.get("details", {}))
+
+    def save(self, folder: str | Path) -> None:
+        write_json(Path(folder) / CALIBRATION_FILE, self.to_dict())
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Calibration | None":
+        """The calibration stored in a run folder, or None when the run has none."""
+        path = Path(folder) / CALIBRATION_FILE
+        if not path.exists():
+            return None
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise OddspotError(f"{path}: corrupt calibration ({exc}); re-run `oddspot fit`") from None
+
+
+def f1_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(threshold, F1) maximizing F1 when predicting anomalous iff score >= threshold."""
+    m = BinaryRankingMetrics()
+    m.update(np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(bool))
+    r = m.compute()
+    return float(r["f1_max_threshold"]), float(r["f1_max"])
+
+
+def _scale(normal: np.ndarray, anomalous: np.ndarray, threshold: float) -> ScoreScale:
+    low = float(np.min(normal)) if normal.size else threshold * 0.5
+    high = float(np.max(anomalous)) if anomalous.size else float(np.max(normal, initial=threshold))
+    low = min(low, threshold)
+    if high <= threshold:
+        high = threshold + max(threshold - low, 1e-6)
+    return ScoreScale(low, float(threshold), high)
+
+
+def fit_threshold(scores: np.ndarray, labels: np.ndarray, strategy: str, quantile: float = 0.995,
+                  fixed: float | None = None) -> tuple[ScoreScale, dict[str, Any]]:
+    """One threshold (image or pixel level) by `strategy` from validation scores and 0/1 labels."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    labels = np.asarray(labels).astype(bool).ravel()
+    normal, anomalous = scores[~labels], scores[labels]
+    if normal.size == 0:
+        raise OddspotError("calibration needs normal validation images; use --split validation")
+    if strategy == "fixed":
+        if fixed is None:
+            raise OddspotError("calibration strategy 'fixed' needs a threshold value (--threshold)")
+        t, info = float(fixed), {}
+    elif strategy == "quantile":
+        if not 0.5 < quantile < 1.0:
+            raise OddspotError(f"--quantile {quantile} out of range; use a value in (0.5, 1)")
+        t = float(np.quantile(normal, quantile))
+        info = {"quantile": quantile}
+    else:
+        if anomalous.size == 0:
+            raise OddspotError(f"calibration strategy {strategy!r} needs anomalous validation samples")
+        t, f1 = f1_threshold(scores, labels)
+        info = {"validation_f1": f1}
+    info.update({"n_normal": int(normal.size), "n_anomalous": int(anomalous.size)})
+    return _scale(normal, anomalous, t), info
+
+
+def _pixel_scale(maps: list[np.ndarray], masks: list[np.ndarray], strategy: str, quantile: float,
+                 fixed: float | None) -> tuple[ScoreScale, dict[str, Any]]:
+    """Pixel threshold: F1-max over validation pixels (streamed), or a quantile of normal pixels."""
+    has_defects = any(m.any() for m in masks)
+    if strategy == "fixed" and fixed is not None:
+        normal = np.concatenate([a[~m].ravel() for a, m in zip(maps, masks)])
+        return _scale(normal, np.array([]), fixed), {"fixed": fixed}
+    if strategy in ("f1", "synthetic") and has_defects:
+        metric = BinaryRankingMetrics()
+        for a, m in zip(maps, masks):
+            metric.update(a, m)
+        r = metric.compute()
+        t = float(r["f1_max_threshold"])
+        normal_min = min(float(a.min()) for a in maps)
+        high = max(float(a.max()) for a in maps)
+        return ScoreScale(min(normal_min, t), t, max(high, t + 1e-6)), {"validation_pixel_f1": float(r["f1_max"])}
+    normal = np.concatenate([a[~m].ravel() for a, m in zip(maps, masks)])
+    t = float(np.quantile(normal, quantile))
+    return _scale(normal, np.array([]), t), {"pixel_quantile": quantile}
+
+
+def calibrate(image_scores: np.ndarray, labels: np.ndarray, maps: list[np.ndarray] | None,
+              masks: list[np.ndarray] | None, strategy: str, quantile: float = 0.995,
+              fixed: float | None = None, fixed_pixel: float | None = None) -> Calibration:
+    """Fit image and pixel calibration from validation predictions (`labels` 0/1, masks bool)."""
+    if strategy not in STRATEGIES or strategy == "auto":
+        raise OddspotError(f"calibration strategy {strategy!r} unknown; use one of {', '.join(STRATEGIES[1:])}")
+    image, details = fit_threshold(image_scores, labels, strategy, quantile, fixed)
+    pixel = None
+    if maps is not None and masks is not None:
+        pixel, pdetails = _pixel_scale(maps, masks, strategy, quantile, fixed_pixel)
+        details.update(pdetails)
+    return Calibration(strategy, image, pixel, details)
