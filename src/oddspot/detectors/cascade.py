@@ -3,9 +3,9 @@
 The gate is a cheap image-level detector: PatchCore at low resolution with a small coreset and
 no maps. Two gate thresholds are fitted on validation data (normal and anomalous, real or
 synthetic): below `low` an image is normal, above `high` anomalous, in between the localizer
-decides. `low` sits at the lowest gate score of any validation anomaly, so the gate alone never
-turns a validation defect into "normal" (no loss of validation recall); `high` sits above every
-normal validation image. Scores stay on the localizer's scale: gate-decided images are placed
+decides. `low` sits below the lowest gate score of any validation anomaly (by `low_margin` of the
+validation score range), so the gate alone never turns a validation defect into "normal" (no
+loss of validation recall); `high` sits above every normal validation image (by `high_margin`). Scores stay on the localizer's scale: gate-decided images are placed
 below (or above) every localizer score seen on validation, ordered by their gate score, so
 rankings, thresholds and calibration all keep working.
 """
@@ -37,7 +37,8 @@ class CascadeConfig:
     localizer: str = "patchcore"
     localizer_options: dict[str, Any] = field(default_factory=dict)
     gate_options: dict[str, Any] = field(default_factory=lambda: {"image_size": 112, "coreset_ratio": 0.05, "blur_sigma": 0.0})
-    gate_margin: float = 0.0
+    low_margin: float = 0.05
+    high_margin: float = 0.02
     backbone: str = "efficientnet_lite0"
     seed: int = 0
 
@@ -85,19 +86,21 @@ class Cascade:
         g = self.gate.predict(images, maps=False).image_scores
         loc = self.localizer.predict(images, maps=True)
         span = float(g.max() - g.min()) or 1.0
-        low = float(g[labels].min()) - self.config.gate_margin * span
-        high = float(g[~labels].max()) + self.config.gate_margin * span
+        low = float(g[labels].min()) - self.config.low_margin * span
+        high = float(g[~labels].max()) + self.config.high_margin * span
         if low > high:  # the gate separates validation perfectly: still call the localizer between them
             low = high = (low + high) / 2
-        if np.all(g < low) or np.all(g > high):
-            warnings.warn("cascade gate collapsed: every validation image falls on one side of both thresholds",
+        between = (g >= low) & (g <= high)
+        if np.all(g < low) or np.all(g > high) or between.all():
+            warnings.warn("cascade gate collapsed: on validation it decides no image by itself (every score on one "
+                          "side of both thresholds, or between them); the gate only adds latency",
                           GateCollapseWarning, stacklevel=2)
         gate_max = np.array([m.max() for m in loc.maps])
         self.state["thresholds"] = {
             "low": low, "high": high,
             "localizer_min": float(loc.image_scores.min()), "localizer_max": float(loc.image_scores.max()),
             "map_scale": float(np.median(gate_max) / max(np.median(g), 1e-12)),
-            "validation_call_rate": float(np.mean((g >= low) & (g <= high))),
+            "validation_call_rate": float(between.mean()),
             "n_validation": int(labels.size),
         }
         return self.state["thresholds"]

@@ -69,7 +69,7 @@ class PaDiM:
         return x
 
     def _features(self, batch: list[np.ndarray]) -> torch.Tensor:
-        """N x P x d features (P grid positions, d selected channels) in float64."""
+        """B x P x d features (P grid positions, d selected channels) in float64, for the padded batch of B."""
         feats = self.extractor(self._preprocess(batch))
         grid = feats[self.config.layers[1]].shape[-2:] if len(self.config.layers) > 1 else None
         grid = grid or feats[self.config.layers[0]].shape[-2:]
@@ -88,7 +88,7 @@ class PaDiM:
             self.channels = np.sort(rng.choice(total, self.config.n_features, replace=False))
         x = x[:, torch.from_numpy(self.channels)]
         self._grid = tuple(int(g) for g in grid)
-        return x.flatten(2).transpose(1, 2).double()[: len(batch)]
+        return x.flatten(2).transpose(1, 2).double()
 
     def fit(self, images: list[np.ndarray]) -> "PaDiM":
         """Fit one Gaussian per position from normal images, streaming sums in float64."""
@@ -98,7 +98,7 @@ class PaDiM:
         total = outer = None
         bs = self.config.batch_size
         for lo in track(range(0, len(images), bs), "features", total=-(-len(images) // bs)):
-            x = self._features(images[lo:lo + bs])
+            x = self._features(images[lo:lo + bs])[: len(images[lo:lo + bs])]
             s, o = x.sum(0), torch.einsum("npi,npj->pij", x, x)
             total, outer = (s, o) if total is None else (total + s, outer + o)
         n = len(images)
@@ -120,8 +120,8 @@ class PaDiM:
             batch = images[lo:lo + cfg.batch_size]
             diff = self._features(batch).float() - self.mean[None]
             dist = torch.einsum("npi,pij,npj->np", diff, self.inv_cov, diff).clamp_(min=0).sqrt_()
-            grid = dist.view(len(batch), *self._grid)
-            full = upsample_and_blur(grid, (cfg.image_size, cfg.image_size), cfg.blur_sigma)
+            grid = dist.view(dist.shape[0], *self._grid)
+            full = upsample_and_blur(grid, (cfg.image_size, cfg.image_size), cfg.blur_sigma)[: len(batch)]
             scores.append(full.flatten(1).max(1).values.numpy())
             if out_maps is not None:
                 out_maps.extend(resize_map(full[i].numpy(), img.shape[:2]) for i, img in enumerate(batch))
