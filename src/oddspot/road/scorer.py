@@ -1,0 +1,191 @@
+"""All pixel anomaly scores of a road model, their fitted statistics and thresholds, as one folder.
+
+`fit_scorer` runs the trained network once over (a seeded subset of) the training split to fit
+the Mahalanobis statistics and once over the validation split to fit SML, the fusion and every
+score's threshold. The test split is never touched. `RoadScorer.maps` then turns a batch of
+logits and decoder features into one N x H x W map per score, each pixel independent of the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from oddspot.data.streethazards import ANOMALY_CLASS, IGNORE_INDEX, StreetHazardsSplit
+from oddspot.errors import OddspotError
+from oddspot.files import write_json
+from oddspot.progress import track
+from oddspot.road.checkpoint import read_json
+from oddspot.road.inference import run_model, same_size_batches
+from oddspot.road.model import FEATURE_SOURCES, DeepLabV3Plus
+from oddspot.road.scores import FORMAT_VERSION, Fusion, Mahalanobis, StandardizedMaxLogit, energy, entropy, max_logit, msp
+from oddspot.road.thresholds import choose_threshold
+
+SCORE_NAMES: tuple[str, ...] = ("msp", "max_logit", "energy", "entropy", "sml", "mahalanobis", "fusion")
+SCORES_DIR = "scores"
+
+
+@dataclass
+class ScoreConfig:
+    """How the fitted scores are fitted (stored in scores/scores.json)."""
+
+    features: str = "low_level"
+    temperature: float = 1.0
+    sigma: float = 1.0
+    pixels_per_class: int = 64
+    shrinkage: float = 0.01
+    mahalanobis_images: int | None = 1000
+    sml_min_pixels: int = 100
+    val_pixels_per_image: int = 4000
+    target_fpr: float = 0.05
+    batch_size: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.features not in FEATURE_SOURCES:
+            raise OddspotError(f"feature source {self.features!r} unknown; choose from {', '.join(FEATURE_SOURCES)}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ScoreConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise OddspotError(f"score config: unknown option(s) {', '.join(unknown)}")
+        return cls(**d)
+
+
+class RoadScorer:
+    """Every score of SCORE_NAMES for one model, with its fitted parts and validation thresholds."""
+
+    def __init__(self, config: ScoreConfig, sml: StandardizedMaxLogit, mahalanobis: Mahalanobis, fusion: Fusion,
+                 thresholds: dict[str, dict[str, Any]]) -> None:
+        self.config = config
+        self.sml = sml
+        self.mahalanobis = mahalanobis
+        self.fusion = fusion
+        self.thresholds = thresholds
+
+    @property
+    def features(self) -> str:
+        """Which decoder feature map the feature-distance scores need (pass it to `run_model`)."""
+        return self.config.features
+
+    def maps(self, logits: torch.Tensor, features: torch.Tensor,
+             names: tuple[str, ...] = SCORE_NAMES) -> dict[str, torch.Tensor]:
+        """N x K x H x W logits and N x D x h x w features -> {score: N x H x W}, larger = more anomalous."""
+        unknown = [n for n in names if n not in SCORE_NAMES]
+        if unknown:
+            raise OddspotError(f"score {unknown[0]!r} unknown; choose from {', '.join(SCORE_NAMES)}")
+        out: dict[str, torch.Tensor] = {}
+        t = self.config.temperature
+        fns = {"msp": lambda: msp(logits), "max_logit": lambda: max_logit(logits),
+               "energy": lambda: energy(logits, t), "entropy": lambda: entropy(logits), "sml": lambda: self.sml(logits)}
+        for name in names:
+            if name in fns:
+                out[name] = fns[name]()
+        if "mahalanobis" in names or "fusion" in names:
+            dist = self.mahalanobis(features, size=tuple(logits.shape[-2:]))
+            if "mahalanobis" in names:
+                out["mahalanobis"] = dist
+            if "fusion" in names:
+                out["fusion"] = self.fusion(logits, dist)
+        return {n: out[n] for n in names}
+
+    def save(self, run_dir: str | Path) -> None:
+        d = Path(run_dir) / SCORES_DIR
+        self.sml.save(d / "sml.json")
+        self.mahalanobis.save(d)
+        self.fusion.save(d / "fusion.json")
+        write_json(d / "scores.json", {"format_version": FORMAT_VERSION, "config": asdict(self.config),
+                                       "scores": list(SCORE_NAMES), "thresholds": self.thresholds})
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> RoadScorer:
+        d = Path(run_dir) / SCORES_DIR
+        if not (d / "scores.json").exists():
+            raise OddspotError(f"{d}: fitted scores missing; the run did not finish training, rerun `oddspot road train`")
+        obj = read_json(d / "scores.json")
+        if obj.get("format_version") != FORMAT_VERSION:
+            raise OddspotError(f"{d / 'scores.json'}: format version {obj.get('format_version')} unsupported")
+        return cls(ScoreConfig.from_dict(obj["config"]), StandardizedMaxLogit.load(d / "sml.json"),
+                   Mahalanobis.load(d), Fusion.load(d / "fusion.json"), dict(obj["thresholds"]))
+
+
+def _reporting(on_error: Callable[[OddspotError], None] | None) -> Callable[[OddspotError], None]:
+    def default(exc: OddspotError) -> None:
+        raise exc
+
+    return on_error or default
+
+
+def fit_scorer(model: DeepLabV3Plus, train: StreetHazardsSplit, val: StreetHazardsSplit, config: ScoreConfig | None = None,
+               size: tuple[int, int] | None = None, on_error: Callable[[OddspotError], None] | None = None) -> RoadScorer:
+    """Fit Mahalanobis on training pixels, then SML, fusion and thresholds on validation pixels."""
+    config = config or ScoreConfig()
+    report = _reporting(on_error)
+    model.eval()
+    k = model.num_classes
+    rng = np.random.default_rng(config.seed)
+    idx = np.arange(len(train))
+    if config.mahalanobis_images is not None and len(idx) > config.mahalanobis_images:
+        idx = np.sort(rng.choice(idx, config.mahalanobis_images, replace=False))
+
+    def subset(split: StreetHazardsSplit, indices: np.ndarray):
+        for i in indices:
+            try:
+                yield split[int(i)]
+            except OddspotError as exc:
+                report(exc)
+
+    maha = Mahalanobis(k, config.pixels_per_class, config.seed, config.shrinkage, IGNORE_INDEX)
+    n_batches = -(-len(idx) // config.batch_size)
+    for batch in track(same_size_batches(subset(train, idx), config.batch_size), "fit feature statistics", n_batches):
+        out = run_model(model, np.stack([s.image for s in batch]), size=size, features=config.features)
+        maha.partial_fit(out["features"], torch.from_numpy(np.stack([s.labels for s in batch])))
+    maha.finalize()
+
+    sml = StandardizedMaxLogit(k, config.sml_min_pixels)
+    fusion = Fusion(config.temperature, config.sigma)
+    keys = ("msp", "max_logit", "energy", "entropy", "mahalanobis", "comps", "pred", "anom")
+    sample: dict[str, list[np.ndarray]] = {n: [] for n in keys}
+    n_batches = -(-len(val) // config.batch_size)
+    val_batches = same_size_batches(subset(val, np.arange(len(val))), config.batch_size)
+    for batch in track(val_batches, "fit validation statistics", n_batches):
+        out = run_model(model, np.stack([s.image for s in batch]), size=size, features=config.features)
+        logits = out["logits"]
+        labels = torch.from_numpy(np.stack([s.labels for s in batch])).to(logits.device)
+        valid = labels != IGNORE_INDEX
+        known = valid & (labels != ANOMALY_CLASS)
+        sml.partial_fit(logits, known)
+        dist = maha(out["features"], size=tuple(logits.shape[-2:]))
+        comps = fusion.component_maps(logits, dist)
+        basic = {"msp": msp(logits), "max_logit": max_logit(logits), "energy": energy(logits, config.temperature),
+                 "entropy": entropy(logits), "mahalanobis": dist}
+        pred = logits.argmax(1)
+        for i in range(len(batch)):
+            pix = torch.nonzero(valid[i].flatten()).flatten().cpu().numpy()
+            if len(pix) > config.val_pixels_per_image:
+                pix = np.sort(rng.choice(pix, config.val_pixels_per_image, replace=False))
+            sel = torch.from_numpy(pix).to(logits.device)
+            for name, m in basic.items():
+                sample[name].append(m[i].flatten()[sel].cpu().numpy())
+            sample["comps"].append(comps[i].flatten(1)[:, sel].T.cpu().numpy())
+            sample["pred"].append(pred[i].flatten()[sel].cpu().numpy())
+            sample["anom"].append((labels[i] == ANOMALY_CLASS).flatten()[sel].cpu().numpy())
+    if not sample["pred"]:
+        raise OddspotError(f"{val.image_dir}: no readable validation images; cannot fit the scores")
+    sml.finalize()
+    s = {name: np.concatenate(v) for name, v in sample.items()}
+    anom = s["anom"].astype(bool)
+    fusion.fit(s["comps"], anom)
+    ml = -s["max_logit"]
+    s["sml"] = -(ml - sml.mean.numpy()[s["pred"]]) / sml.std.numpy()[s["pred"]]
+    comps_t = torch.from_numpy(s["comps"].T.astype(np.float32))[None, :, :, None]
+    s["fusion"] = fusion.combine(comps_t)[0, :, 0].numpy()
+    thresholds = {name: choose_threshold(s[name], anom, config.target_fpr) for name in SCORE_NAMES}
+    return RoadScorer(config, sml, maha, fusion, thresholds)
