@@ -6,13 +6,19 @@ message on stderr and exit code 2, never a traceback.
 
 from __future__ import annotations
 
-import importlib
-import sys
+import os
 
-import click
+# Idle OpenMP threads sleep instead of spinning: on a 2-core machine shared with other work,
+# spinning workers made 2-thread training several times slower. Set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from oddspot import __version__
-from oddspot.errors import OddspotError
+import importlib  # noqa: E402
+import sys  # noqa: E402
+
+import click  # noqa: E402
+
+from oddspot import __version__  # noqa: E402
+from oddspot.errors import OddspotError  # noqa: E402
 
 
 class OddspotGroup(click.Group):
@@ -33,7 +39,7 @@ def cli() -> None:
 
 
 # Modules under oddspot.cli that each define `register(group)`; a task adds its module here.
-VERB_MODULES: tuple[str, ...] = ("inspect_commands",)
+VERB_MODULES: tuple[str, ...] = ("inspect_commands", "road_commands", "experiment_commands")
 
 for _name in VERB_MODULES:
     importlib.import_module(f"oddspot.cli.{_name}").register(cli)
