@@ -65,7 +65,8 @@ def test_predict_writes_scores_heatmaps_maps_and_skips_bad_file(fitted_run, tiny
     assert res.exit_code == 0, res.output
     assert "zz_broken.png" in res.output
     rows = list(csv.DictReader((out / "scores.csv").open()))
-    assert len(rows) == 10 and {"path", "score"} == set(rows[0])
+    assert len(rows) == 10 and {"path", "score", "normalized", "anomalous"} == set(rows[0])
+    assert (out / "masks" / "good" / "000.png.png").exists()
     assert not any("zz_broken" in r["path"] for r in rows)
     assert (out / "heatmaps" / "good" / "000.png.png").exists() and (out / "heatmaps" / "000.png.png").exists()
     amap = np.load(out / "maps" / "good" / "000.png.npy")
