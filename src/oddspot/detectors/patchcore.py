@@ -37,7 +37,7 @@ class PatchCoreConfig:
     layers: tuple[str, ...] = ("stage3", "stage5")
     image_size: int = 224
     pool: int = 3
-    coreset_ratio: float = 0.1
+    coreset_ratio: float = 0.01
     projection_dim: int = 128
     num_neighbors: int = 1
     scoring: str = "max"
