@@ -44,5 +44,8 @@ def run_inspect_demo(out: str | Path = "runs/demo", seed: int = 0, categories: t
                       f"{r['pixel']['auroc']:.3f}", f"{r['pixel']['aupro']:.3f}")
     table.add_row("[bold]mean", f"[bold]{mean['image_auroc']:.3f}", "", f"[bold]{mean['pixel_auroc']:.3f}", "")
     console.print(table)
-    console.print(f"metrics: {out / 'metrics.json'}   heatmaps: {out / 'heatmaps'}")
+    from oddspot.report import write_report
+
+    report = write_report(out, warn=lambda line: console.print(f"[yellow]{line}"))
+    console.print(f"metrics: {out / 'metrics.json'}   heatmaps: {out / 'heatmaps'}   report: {report}")
     return metrics

@@ -60,11 +60,17 @@ def predict_cmd(run: Path, inputs: tuple[Path, ...], out: Path, save_maps: bool)
 @click.option("--split", type=click.Choice(PROTOCOLS), default=None, help="Default: the run's own split. " + SPLIT_HELP)
 @click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples for confidence intervals.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap.")
-def evaluate_cmd(run: Path, data: Path, category: str, out: Path, split: str | None, bootstrap: int, seed: int) -> None:
+@click.option("--report", is_flag=True, help="Also write a self-contained OUT/report.html.")
+def evaluate_cmd(run: Path, data: Path, category: str, out: Path, split: str | None, bootstrap: int, seed: int,
+                 report: bool) -> None:
     """Evaluate a fitted RUN on the test split of DATA/CATEGORY; write metrics.json."""
     from oddspot import inspection
 
     m = inspection.evaluate(run, data, category, out, split, bootstrap, seed)
+    if report:
+        from oddspot.report import write_report
+
+        click.echo(f"report: {write_report(out, warn=lambda line: click.echo(line, err=True))}")
     pixel = m.get("pixel") or {}
     click.echo(f"image AUROC {m['image']['auroc']:.4f}  pixel AUROC {pixel.get('auroc', float('nan')):.4f}  "
                f"AUPRO {pixel.get('aupro', float('nan')):.4f} -> {out / 'metrics.json'}")

@@ -18,14 +18,15 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def _open(path: Path) -> Image.Image:
+def open_image(path: Path, what: str = "image") -> Image.Image:
+    """Open and fully decode an image file; a missing or broken file is a one-line error naming it."""
     if not path.exists():
-        raise OddspotError(f"{path}: no such file; check the path")
+        raise OddspotError(f"{path}: no such {what} file; check the path")
     try:
         img = Image.open(path)
         img.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise OddspotError(f"{path}: cannot decode image ({exc}); replace or remove the file") from None
+        raise OddspotError(f"{path}: cannot decode {what} ({exc}); replace or remove the file") from None
     return img
 
 
@@ -59,7 +60,7 @@ def decode_rgb(img: Image.Image) -> np.ndarray:
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image file as H x W x 3 uint8 RGB; raise OddspotError naming the file if it cannot."""
-    return decode_rgb(_open(Path(path)))
+    return decode_rgb(open_image(Path(path)))
 
 
 def read_mask(path: str | os.PathLike[str], shape: tuple[int, int] | None = None) -> np.ndarray:
@@ -68,7 +69,7 @@ def read_mask(path: str | os.PathLike[str], shape: tuple[int, int] | None = None
     With `shape` (H, W), a mask of another size is an error naming the file.
     """
     path = Path(path)
-    img = _open(path)
+    img = open_image(path, "mask")
     arr = np.asarray(img)
     if arr.ndim == 3:
         arr = arr[..., :3].max(axis=2) if img.mode != "LA" else arr[..., 0]

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from oddspot.data.image_io import is_image_file, read_image
+from oddspot.data.image_io import is_image_file, open_image, read_image
 from oddspot.data.sample import Sample
 from oddspot.errors import OddspotError
 
@@ -97,13 +97,7 @@ def encode_labels(labels: np.ndarray) -> np.ndarray:
 def read_labels(path: str | os.PathLike[str], shape: tuple[int, int] | None = None) -> np.ndarray:
     """Read a StreetHazards annotation PNG as H x W uint8 0-indexed classes (see `decode_labels`)."""
     path = Path(path)
-    if not path.exists():
-        raise OddspotError(f"{path}: no such annotation file; check the path")
-    try:
-        img = Image.open(path)
-        img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise OddspotError(f"{path}: cannot decode annotation ({exc}); replace or remove the file") from None
+    img = open_image(path, "annotation")
     if img.mode not in ("L", "P", "I", "I;16", "RGB"):
         raise OddspotError(f"{path}: annotation mode {img.mode} is not a label image; expected 8-bit class values")
     arr = np.asarray(img)

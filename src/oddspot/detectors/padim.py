@@ -62,11 +62,7 @@ class PaDiM:
         self.state: dict[str, Any] = {}
 
     def _preprocess(self, batch: list[np.ndarray]) -> torch.Tensor:
-        x = torch.cat([self.backbone.preprocess(img, self.config.image_size) for img in batch])
-        pad = self.config.batch_size - x.shape[0]
-        if pad > 0:  # fixed batch shape: an image's arithmetic never depends on its neighbours
-            x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))]).contiguous(memory_format=torch.channels_last)
-        return x
+        return self.backbone.preprocess_batch(batch, self.config.image_size, self.config.batch_size)
 
     def _features(self, batch: list[np.ndarray]) -> torch.Tensor:
         """B x P x d features (P grid positions, d selected channels) in float64, for the padded batch of B."""

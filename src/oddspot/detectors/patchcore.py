@@ -81,12 +81,7 @@ class PatchCore:
             yield lo, images[lo:lo + bs]
 
     def _preprocess(self, batch: list[np.ndarray]) -> torch.Tensor:
-        size = self.config.image_size
-        x = torch.cat([self.backbone.preprocess(img, size) for img in batch])
-        pad = self.config.batch_size - x.shape[0]
-        if pad > 0:  # a fixed batch shape keeps every image's arithmetic independent of its neighbours
-            x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))]).contiguous(memory_format=torch.channels_last)
-        return x
+        return self.backbone.preprocess_batch(batch, self.config.image_size, self.config.batch_size)
 
     def patch_features(self, x: torch.Tensor) -> torch.Tensor:
         """Preprocessed batch -> N x h x w x C patch features on the stride-8 grid."""

@@ -68,6 +68,18 @@ class Backbone:
             x = (x - mean) / std
         return x.contiguous(memory_format=torch.channels_last)
 
+    def preprocess_batch(self, images: list[np.ndarray], size: int, batch_size: int) -> torch.Tensor:
+        """Preprocess up to `batch_size` images, zero-padded to exactly `batch_size`.
+
+        A fixed batch shape makes every image's arithmetic independent of how many images share
+        its batch (kernels may change with the batch size), so scores never depend on the batch.
+        """
+        x = torch.cat([self.preprocess(img, size) for img in images])
+        pad = batch_size - x.shape[0]
+        if pad > 0:
+            x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))]).contiguous(memory_format=torch.channels_last)
+        return x
+
 
 def build_backbone(name: str = "efficientnet_lite0", device: str | torch.device | None = None) -> Backbone:
     """Build a named backbone: 'efficientnet_lite0' (offline default) or 'torchvision:<arch>' when installed."""
