@@ -39,7 +39,7 @@ def cli() -> None:
 
 
 # Modules under oddspot.cli that each define `register(group)`; a task adds its module here.
-VERB_MODULES: tuple[str, ...] = ("inspect_commands", "road_commands", "experiment_commands", "video_commands")
+VERB_MODULES: tuple[str, ...] = ("inspect_commands", "road_commands", "experiment_commands", "report_commands", "video_commands")
 
 for _name in VERB_MODULES:
     importlib.import_module(f"oddspot.cli.{_name}").register(cli)
