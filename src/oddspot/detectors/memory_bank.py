@@ -48,7 +48,7 @@ def _greedy_within(cand: np.ndarray, cand_sq: np.ndarray, cand_min: np.ndarray, 
     return picks[:count]
 
 
-def _greedy_k_center(x: np.ndarray, k: int, start: int, candidates: int = 2048, chunk: int = 32768) -> np.ndarray:
+def _greedy_k_center(x: np.ndarray, k: int, start: int, candidates: int = 2048, chunk: int = 4096) -> np.ndarray:
     """Farthest-first traversal of the rows of `x` from row `start`, `k` picks at most.
 
     Each round takes the `candidates` rows farthest from the current centers; tau is the largest
@@ -78,10 +78,13 @@ def _greedy_k_center(x: np.ndarray, k: int, start: int, candidates: int = 2048, 
         new = torch.from_numpy(cand_idx[local])
         picks.extend(new.tolist())
         centers, csq = xt[new], sq[new]
+        centers_t = centers.T.contiguous()
         for lo in range(0, n, chunk):
-            block = torch.addmm(csq[None, :], xt[lo:lo + chunk], centers.T, alpha=-2.0)
-            block += sq[lo:lo + chunk, None]
-            torch.minimum(mind[lo:lo + chunk], block.min(dim=1).values.clamp_(min=0.0), out=mind[lo:lo + chunk])
+            # |x|^2 is the same for every center of a row: add it after the row minimum, so each
+            # cache-sized block is written by the product and read once by the minimum.
+            block = torch.addmm(csq[None, :], xt[lo:lo + chunk], centers_t, alpha=-2.0)
+            nearest = block.min(dim=1).values.add_(sq[lo:lo + chunk]).clamp_(min=0.0)
+            torch.minimum(mind[lo:lo + chunk], nearest, out=mind[lo:lo + chunk])
         mind[new] = 0.0
     return np.asarray(picks, dtype=np.int64)
 
