@@ -75,3 +75,14 @@ def test_folder_layout_matches_masks_by_stem(tmp_path):
     Image.fromarray(np.full((8, 8), 255, np.uint8)).save(tmp_path / "masks" / "b_mask.png")
     refs = read_folder(tmp_path / "good", tmp_path / "bad", tmp_path / "masks")
     assert refs["test"][0].mask_path.name == "b_mask.png"
+
+
+def test_results_are_written_with_usual_permissions(tmp_path):
+    import os
+
+    from oddspot.files import write_json
+
+    write_json(tmp_path / "a.json", {"x": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~umask
