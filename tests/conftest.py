@@ -27,3 +27,12 @@ def tiny_mvtec(tmp_path_factory) -> Path:
 def small_options() -> dict:
     """PatchCore options that keep tests fast."""
     return {"image_size": 64, "coreset_ratio": 0.25, "batch_size": 4}
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors run fastest on one thread, and a busy CI machine does not stall a thread team."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -28,13 +28,7 @@ TRAIN = TrainConfig(epochs=2, batch_size=4, lr=3e-3, freeze="stage2", warmup_ste
 SCORES = ScoreConfig(val_pixels_per_image=500, seed=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors run fastest on one thread, and a busy CI machine does not stall a thread team."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Interrupt(Exception):

@@ -17,13 +17,7 @@ SMALL = ModelConfig(num_classes=5, aspp_channels=16, aspp_rates=(1, 2), low_leve
                     aux_channels=8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors run fastest on one thread, and a busy CI machine does not stall a thread team."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,7 @@ RNG = np.random.default_rng(0)
 LOGITS = (RNG.standard_normal((2, 5, 6, 7)) * 3).astype(np.float64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors run fastest on one thread, and a busy CI machine does not stall a thread team."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _softmax(x):
