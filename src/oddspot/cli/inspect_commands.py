@@ -8,6 +8,7 @@ import click
 
 from oddspot.calibration import STRATEGIES
 from oddspot.data.splits import PROTOCOLS
+from oddspot.detectors.registry import DETECTORS
 
 SPLIT_HELP = ("validation: train on 80% of train/good, validate on the rest + 30% of the defects, test on "
               "the remainder; standard: the published MVTec AD protocol (all train/good, all test).")
@@ -17,7 +18,8 @@ SPLIT_HELP = ("validation: train on 80% of train/good, validate on the rest + 30
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--category", "-c", required=True, help="Category folder under DATA (MVTec AD layout).")
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Run folder to write the model to.")
-@click.option("--model", default="patchcore", show_default=True, help="Detector to fit.")
+@click.option("--model", type=click.Choice(DETECTORS), default="patchcore", show_default=True,
+              help="patchcore; padim; cascade (a fast gate in front of PatchCore).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML file of detector options.")
 @click.option("--split", type=click.Choice(PROTOCOLS), default="validation", show_default=True, help=SPLIT_HELP)
 @click.option("--seed", default=0, show_default=True, help="Seed of the split and of every random choice.")
