@@ -59,3 +59,21 @@ def test_synthetic_defects_are_seeded():
     a = synthesize_anomaly(image, np.random.default_rng(2))
     b = synthesize_anomaly(image, np.random.default_rng(2))
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_demo_dataset_is_identical_across_processes(tmp_path):
+    """Python's hash seed changes set order between processes; the dataset must not depend on it."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    digests = []
+    for hash_seed in ("1", "2"):
+        out = tmp_path / hash_seed
+        code = ("import sys; from oddspot.data.demo_dataset import build_demo_dataset; "
+                "build_demo_dataset(sys.argv[1], ('grass',), n_train=1, n_test_good=1, n_test_bad=6, tile=48)")
+        subprocess.run([sys.executable, "-c", code, str(out)], check=True, env={**os.environ, "PYTHONHASHSEED": hash_seed})
+        files = sorted(p for p in out.rglob("*.png"))
+        digests.append([(p.relative_to(out).as_posix(), hashlib.sha256(p.read_bytes()).hexdigest()) for p in files])
+    assert digests[0] == digests[1]

@@ -42,7 +42,9 @@ def build_demo_dataset(root: str | Path, categories: tuple[str, ...] = TEXTURES,
                        n_test_good: int = 20, n_test_bad: int = 30, tile: int = 160, seed: int = 0) -> Path:
     """Write the dataset under `root` (MVTec AD layout) and return `root`; a `dataset.json` records the recipe."""
     root = Path(root)
-    photos = {name: texture_photo(name) for name in set(categories) | {"coffee", "chelsea", "astronaut"}}
+    # sorted: set order varies with Python's per-process hash seed, and the foreign-texture pick
+    # below indexes this order, so an unsorted set made the dataset differ between runs
+    photos = {name: texture_photo(name) for name in sorted(set(categories) | {"coffee", "chelsea", "astronaut"})}
     for ci, cat in enumerate(categories):
         rng = np.random.default_rng(seed * 1000 + ci)
         photo = photos[cat]
