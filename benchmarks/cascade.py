@@ -1,8 +1,9 @@
-"""The fast-gate cascade on the demo data: localizer call rate, latency with and without the gate, AUROCs.
+"""Decisions on the demo data: cascade call rate, latency with and without the gate, AUROCs, PaDiM, F1.
 
 Usage: python benchmarks/cascade.py [--out runs/bench-cascade] [--threads 2]
-Builds the demo dataset if needed, fits PatchCore alone and the cascade per category (both
-calibrated on the validation split), evaluates both on the test split and times them.
+Builds the demo dataset if needed, fits PatchCore, PaDiM and the cascade per category (all
+calibrated on the validation split), evaluates them on the test split and times PatchCore and
+the cascade.
 Also reports calibrated decisions (F1 on test) for each threshold strategy.
 """
 
@@ -40,7 +41,7 @@ def main() -> None:
     rows = []
     for cat in TEXTURES:
         res = {}
-        for model in ("patchcore", "cascade"):
+        for model in ("patchcore", "padim", "cascade"):
             run = args.out / model / cat
             inspection.fit(data, cat, run, model=model)
             res[model] = inspection.evaluate(run, data, cat, args.out / f"eval-{model}" / cat, bootstrap=0)
@@ -56,13 +57,14 @@ def main() -> None:
         call = res["cascade"]["cascade"]["localizer_call_rate"]
         print(f"{cat:7s} | localizer call rate {call:5.1%} | latency/image: PatchCore {1000 * lat['patchcore']:6.1f} ms, "
               f"cascade {1000 * lat['cascade']:6.1f} ms | image AUROC: PatchCore {res['patchcore']['image']['auroc']:.4f}, "
-              f"cascade {res['cascade']['image']['auroc']:.4f} | test F1 at calibrated threshold: "
+              f"cascade {res['cascade']['image']['auroc']:.4f}, PaDiM {res['padim']['image']['auroc']:.4f} | test F1 at calibrated threshold: "
               + ", ".join(f"{k} {v:.3f}" for k, v in strategies.items())
               + f", cascade {res['cascade']['image']['at_threshold']['f1']:.3f}")
     mean = lambda f: float(np.mean([f(r) for r in rows]))  # noqa: E731
     print(f"mean    | localizer call rate {mean(lambda r: r[1]['cascade']['cascade']['localizer_call_rate']):5.1%} | "
           f"latency/image: PatchCore {1000 * mean(lambda r: r[2]['patchcore']):6.1f} ms, cascade {1000 * mean(lambda r: r[2]['cascade']):6.1f} ms | "
-          f"image AUROC: PatchCore {mean(lambda r: r[1]['patchcore']['image']['auroc']):.4f}, cascade {mean(lambda r: r[1]['cascade']['image']['auroc']):.4f} | "
+          f"image AUROC: PatchCore {mean(lambda r: r[1]['patchcore']['image']['auroc']):.4f}, cascade {mean(lambda r: r[1]['cascade']['image']['auroc']):.4f}, "
+          f"PaDiM {mean(lambda r: r[1]['padim']['image']['auroc']):.4f} | "
           "test F1: " + ", ".join(f"{k} {mean(lambda r, k=k: r[3][k]):.3f}" for k in ("f1", "synthetic", "quantile")))
 
 
