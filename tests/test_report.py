@@ -352,3 +352,26 @@ def test_report_in_headless_chromium(demo_report, tmp_path):
     image = np.asarray(Image.open(shot).convert("RGB"))
     assert image.shape[:2] == (4000, 1280)
     assert image.std() > 10  # not a blank page
+
+
+def test_video_evaluation_gets_its_section(tmp_path):
+    """A video evaluate folder: metrics tables per event type and per video, and the inlined score curves."""
+    import io
+    import json
+
+    from PIL import Image
+
+    from oddspot.report import write_report
+
+    ev = {"skip_first": 0, "frames": 40, "anomalous_frames": 10, "micro_auroc": 0.9123, "ap": 0.8, "macro_auroc": 0.88,
+          "macro_ap": 0.7, "per_event_type": {"too_fast": {"auroc": 0.97, "ap": 0.9, "frames": 10}},
+          "per_video": {"01": {"auroc": 0.88, "ap": 0.7, "frames": 40, "anomalous_frames": 10}}}
+    folder = tmp_path / "motion"
+    folder.mkdir()
+    (folder / "evaluation.json").write_text(json.dumps(ev))
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 20), (200, 30, 30)).save(buf, format="PNG")
+    (folder / "score_curves.png").write_bytes(buf.getvalue())
+    html = write_report(tmp_path).read_text()
+    assert "video: motion" in html and "0.912" in html and "too_fast" in html
+    assert "Scores over time" in html and "data:image/png;base64," in html

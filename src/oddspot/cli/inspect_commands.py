@@ -86,14 +86,19 @@ def evaluate_cmd(run: Path, data: Path, category: str, out: Path, split: str | N
 @click.option("--seed", default=0, show_default=True, help="Seed of the generated data and models.")
 def demo_cmd(out: Path, task: str, seed: int) -> None:
     """Generate a small offline dataset for TASK, fit, evaluate, write metrics.json and print a table."""
-    if task == "road":
-        from oddspot.road.demo import run_road_demo
+    if task in ("road", "video"):
+        from oddspot.report import write_report
 
-        run_road_demo(out if out != Path("runs/demo") else Path("runs/demo-road"), seed=seed)
-    elif task == "video":
-        from oddspot.video.demo import run_video_demo
+        folder = out if out != Path("runs/demo") else Path(f"runs/demo-{task}")
+        if task == "road":
+            from oddspot.road.demo import run_road_demo
 
-        run_video_demo(out if out != Path("runs/demo") else Path("runs/demo-video"), seed=seed)
+            run_road_demo(folder, seed=seed)
+        else:
+            from oddspot.video.demo import run_video_demo
+
+            run_video_demo(folder, seed=seed)
+        click.echo(f"report: {write_report(folder, warn=lambda line: click.echo(line, err=True))}")
     else:
         from oddspot.demo import run_inspect_demo
 

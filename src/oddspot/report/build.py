@@ -13,7 +13,7 @@ from oddspot import __version__
 from oddspot.errors import OddspotError
 from oddspot.files import atomic_write_text
 from oddspot.progress import track
-from oddspot.report import experiment, generic, road
+from oddspot.report import experiment, generic, road, video
 from oddspot.report.gallery import THUMB, Warn
 from oddspot.report.html import details, esc, page, slug, table
 from oddspot.report.inspect import RESULTS_HEADERS, Evaluation, is_inspection, read_json, results_row, section
@@ -21,6 +21,21 @@ from oddspot.report.inspect import RESULTS_HEADERS, Evaluation, is_inspection, r
 SIZE_BUDGET = 20 * 10**6
 DEPTH = 3
 MAX_CARDS = 120  # gallery cards in one report; a card of a photo texture is about 40 kB (55 kB in base64)
+
+
+def find_videos(folder: Path, warn: Warn) -> list[tuple[Path, dict[str, Any]]]:
+    """Video evaluation folders (evaluation.json) at or below `folder`, up to DEPTH levels down."""
+    found = []
+    for depth in range(0, DEPTH + 1):
+        for path in sorted(folder.glob("/".join(["*"] * depth + [video.EVALUATION_FILE]))):
+            try:
+                evaluation = read_json(path)
+            except OddspotError as exc:
+                warn(f"skipped: {exc}")
+                continue
+            if video.is_video(evaluation):
+                found.append((path.parent, evaluation))
+    return found
 
 
 def find_outputs(folder: Path, warn: Warn) -> tuple[list[Path], list[tuple[Path, dict[str, Any]]]]:
@@ -83,7 +98,8 @@ def build_report(folder: Path, top_k: int = 6, thumb: int = THUMB, warn: Warn = 
         evals += [Evaluation(str(c), None, m) for c, m in top["categories"].items() if is_inspection(m) and str(c) not in names]
     results = experiment.read_results(folder)
     figures = experiment.plot_files(folder)
-    if not evals and not roads and results is None and not isinstance(top, dict):
+    videos = find_videos(folder, warn)
+    if not evals and not roads and not videos and results is None and not isinstance(top, dict):
         raise OddspotError(f"{folder}: no metrics.json (evaluate output) or results.csv (experiment output) found; "
                            "pass the --out folder of `oddspot evaluate` or an experiment")
     used: set[str] = set()
@@ -117,7 +133,12 @@ def build_report(folder: Path, top_k: int = 6, thumb: int = THUMB, warn: Warn = 
         anchor = _unique_anchor(name, used)
         parts.append(road.section(metrics, road_folder, anchor, name, warn))
         nav.append(f'<a href="#{anchor}">{esc(name)}</a>')
-    if not evals and not roads and results is None:
+    for video_folder, evaluation in videos:
+        name = f"video: {video_folder.name}" if video_folder != folder else "video"
+        anchor = _unique_anchor(name, used)
+        parts.append(video.section(evaluation, video_folder, anchor, name, warn))
+        nav.append(f'<a href="#{anchor}">{esc(name)}</a>')
+    if not evals and not roads and not videos and results is None:
         parts += ['<h2 id="metrics">Metrics</h2>', generic.metrics_table(top, "metrics.json")]
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     meta = (f'<p class="meta">Folder <code>{esc(folder)}</code> · generated {stamp} by oddspot {esc(__version__)}</p>'
