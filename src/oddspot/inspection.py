@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 
 from oddspot import __version__
-from oddspot.calibration import Calibration, calibrate as fit_calibration
+from oddspot.calibration import CALIBRATION_FILE, Calibration, calibrate as fit_calibration
 from oddspot.data.image_io import is_image_file, read_image
 from oddspot.data.sample import Sample
 from oddspot.data.synthetic import synthesize_anomaly
@@ -74,15 +74,20 @@ def fit(data: str | Path, category: str, out: str | Path, model: str = "patchcor
     validation = select(refs, root, manifest["validation"])
     cal = calibrate_detector(detector, [r.load() for r in validation], calibration, quantile, threshold,
                              pixel_threshold, seed, fallback_normal=train[:16])
-    detector.save(out)
-    (out / "calibration.json").unlink(missing_ok=True)
-    if cal is not None:
-        cal.save(out)
+    _save_run(detector, cal, out)
     info = {"oddspot_version": __version__, "data": str(data), "category": category, "model": model,
             "split": split, "seed": seed, "n_train": len(train), "n_validation": len(validation),
             "calibration": cal.strategy if cal is not None else None, "fit_seconds": round(seconds, 3)}
     write_json(out / RUN_FILE, info)
     return info
+
+
+def _save_run(detector: Any, cal: Calibration | None, out: Path) -> None:
+    """Save the model and its calibration; a stale calibration file from an earlier fit is removed."""
+    detector.save(out)
+    (out / CALIBRATION_FILE).unlink(missing_ok=True)
+    if cal is not None:
+        cal.save(out)
 
 
 def calibrate_detector(detector: Any, validation: list[Sample], strategy: str = "auto", quantile: float = 0.995,
@@ -137,10 +142,7 @@ def calibrate(run: str | Path, data: str | Path, category: str, out_run: str | P
     validation = [r.load() for r in select(refs, root, manifest["validation"])]
     train = select(refs, root, manifest["train"])[:16]
     cal = calibrate_detector(detector, validation, strategy, quantile, threshold, pixel_threshold, seed, train)
-    detector.save(out_run)
-    (out_run / "calibration.json").unlink(missing_ok=True)
-    if cal is not None:
-        cal.save(out_run)
+    _save_run(detector, cal, out_run)
     return cal
 
 

@@ -29,11 +29,9 @@ class SampleRef:
         return self.path.relative_to(root).as_posix()
 
     def load(self) -> Sample:
-        """Decode the image (and mask); a defective image without a mask file gets None."""
+        """Decode the image (and mask, when the sample has a mask file; otherwise mask is None)."""
         image = read_image(self.path)
         mask = read_mask(self.mask_path, shape=image.shape[:2]) if self.mask_path is not None else None
-        if mask is None and self.label == 0:
-            mask = None
         meta = {"path": str(self.path), "category": self.category, "defect_type": self.defect_type}
         return Sample(image=image, mask=mask, label=self.label, meta=meta)
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from oddspot.data.image_io import is_image_file, open_image, read_image
 from oddspot.data.sample import Sample

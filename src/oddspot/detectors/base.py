@@ -54,8 +54,9 @@ def config_from_dict(cls: type[C], values: dict[str, Any], source: str) -> C:
     return cls(**converted)
 
 
-def read_model_json(folder: Path, detector: str) -> dict[str, Any]:
-    """Read and check a model folder's model.json (format version, detector kind)."""
+def read_model_meta(folder: str | Path) -> dict[str, Any]:
+    """Read a model folder's model.json and check its format version (any detector kind)."""
+    folder = Path(folder)
     path = folder / "model.json"
     if not path.exists():
         raise OddspotError(f"{folder}: not a saved oddspot model (model.json missing); pass a run folder from `oddspot fit`")
@@ -65,8 +66,14 @@ def read_model_json(folder: Path, detector: str) -> dict[str, Any]:
         raise OddspotError(f"{path}: corrupt JSON ({exc}); re-run `oddspot fit`") from None
     if meta.get("format_version") != FORMAT_VERSION:
         raise OddspotError(f"{path}: format version {meta.get('format_version')} unsupported (this oddspot reads {FORMAT_VERSION})")
+    return meta
+
+
+def read_model_json(folder: Path, detector: str) -> dict[str, Any]:
+    """Read and check a model folder's model.json (format version, detector kind)."""
+    meta = read_model_meta(folder)
     if meta.get("detector") != detector:
-        raise OddspotError(f"{path}: holds a {meta.get('detector')!r} model, not {detector!r}")
+        raise OddspotError(f"{Path(folder) / 'model.json'}: holds a {meta.get('detector')!r} model, not {detector!r}")
     return meta
 
 

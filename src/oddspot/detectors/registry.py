@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from oddspot.detectors.base import read_model_meta
 from oddspot.errors import OddspotError
 
 DETECTORS = ("patchcore", "padim", "cascade")
@@ -29,14 +29,8 @@ def build_detector(name: str, options: dict[str, Any] | None = None):
 
 def load_detector(folder: str | Path):
     """Load whichever detector a model folder holds."""
-    path = Path(folder) / "model.json"
-    if not path.exists():
-        raise OddspotError(f"{folder}: not a saved oddspot model (model.json missing); pass a run folder from `oddspot fit`")
-    try:
-        kind = json.loads(path.read_text()).get("detector")
-    except json.JSONDecodeError as exc:
-        raise OddspotError(f"{path}: corrupt JSON ({exc}); re-run `oddspot fit`") from None
+    kind = read_model_meta(folder).get("detector")
     classes = _classes()
     if kind not in classes:
-        raise OddspotError(f"{path}: unknown detector {kind!r}; this oddspot knows {', '.join(classes)}")
+        raise OddspotError(f"{Path(folder) / 'model.json'}: unknown detector {kind!r}; this oddspot knows {', '.join(classes)}")
     return classes[kind].load(folder)
