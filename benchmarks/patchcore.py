@@ -47,6 +47,9 @@ def bench(size: int, n_train: int, n_test: int, ratio: float, predict_ratios: li
           f"(features {st['seconds_features']:.2f} s, coreset {st['seconds_coreset']:.2f} s for "
           f"{st['n_train_patches']} patches -> {st['memory_bank_size']}; coreset/features "
           f"{st['seconds_coreset'] / st['seconds_features']:.2f})")
+    textbook = st["n_train_patches"] * st["memory_bank_size"]
+    print(f"size {size} px | coreset computed {st['coreset_distance_evaluations'] / textbook:.0%} of the "
+          f"{textbook:.3g} point-center distances of the textbook loop")
     for r in predict_ratios:
         m = model if r == ratio else PatchCore(image_size=size, coreset_ratio=r, backbone=model.backbone).fit(train)
         m.predict(test[:4])

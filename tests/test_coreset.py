@@ -1,4 +1,4 @@
-"""The coreset is exactly the textbook farthest-first traversal, only faster."""
+"""The coreset is the textbook farthest-first traversal (up to float32 rounding of near-ties), only faster."""
 
 from __future__ import annotations
 
@@ -25,6 +25,49 @@ def test_same_picks_as_textbook_loop(n, dim, candidates):
     x = (rng.standard_normal((n, dim)) * rng.uniform(0.2, 3, dim)).astype(np.float32)
     ours = _greedy_k_center(x, n // 10, 7, candidates=candidates, chunk=512)
     assert np.array_equal(ours, textbook(x.astype(np.float64), n // 10, 7))
+
+
+def assert_farthest_first(x: np.ndarray, picks: np.ndarray, rtol: float = 1e-5) -> None:
+    """Each pick is the farthest point from the earlier ones, up to float32 rounding of near-ties."""
+    x = x.astype(np.float64)
+    d = ((x - x[picks[0]]) ** 2).sum(1)
+    for t, p in enumerate(picks[1:], 1):
+        assert d[p] >= d.max() * (1 - rtol), f"pick {t} is {d[p]}, the farthest point is {d.max()}"
+        d = np.minimum(d, ((x - x[p]) ** 2).sum(1))
+
+
+def clustered(n: int, dim: int, seed: int) -> np.ndarray:
+    """Blobs of very different spreads: bounds freeze and thaw many times during the traversal."""
+    rng = np.random.default_rng(seed)
+    means = rng.standard_normal((20, dim)) * 5
+    spread = rng.uniform(0.05, 2.0, (n, 1))
+    return (means[rng.integers(0, 20, n)] + rng.standard_normal((n, dim)) * spread).astype(np.float32)
+
+
+@pytest.mark.parametrize("n,dim,k,candidates,min_centers", [(3000, 16, 1500, 16, 8), (2000, 40, 400, 64, 256)])
+def test_lazy_bounds_keep_textbook_order(n, dim, k, candidates, min_centers):
+    x = clustered(n, dim, n)
+    stats: dict = {}
+    ours = _greedy_k_center(x, k, 3, candidates=candidates, chunk=256, min_centers=min_centers, stats=stats)
+    assert ours[0] == 3 and len(set(ours.tolist())) == k
+    assert_farthest_first(x, ours)
+    assert stats["distance_evaluations"] < n * k  # the lazy bounds skipped work
+
+
+def test_many_rounds_grow_the_seen_bitset():
+    x = clustered(3000, 16, 1)
+    stats: dict = {}
+    ours = _greedy_k_center(x, 1500, 0, candidates=16, min_centers=8, stats=stats)
+    assert stats["rounds"] > 64
+    assert_farthest_first(x, ours)
+
+
+def test_farthest_first_check_can_fail():
+    x = clustered(500, 8, 2)
+    picks = textbook(x.astype(np.float64), 50, 0)
+    picks[20], picks[30] = picks[30], picks[20]
+    with pytest.raises(AssertionError, match="pick 20"):
+        assert_farthest_first(x, picks)
 
 
 def test_projection_seed_and_ratio():

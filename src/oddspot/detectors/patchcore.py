@@ -105,8 +105,9 @@ class PatchCore:
         grid = feats.shape[1:3]
         feats = feats.reshape(-1, feats.shape[-1])
         t1 = time.perf_counter()
+        work: dict = {}
         picks = greedy_coreset(feats, self.config.coreset_ratio, seed=self.config.seed,
-                               projection_dim=self.config.projection_dim)
+                               projection_dim=self.config.projection_dim, stats=work)
         t2 = time.perf_counter()
         self.memory_bank = np.ascontiguousarray(feats[picks])
         self._index = None
@@ -118,6 +119,7 @@ class PatchCore:
             "grid": [int(grid[0]), int(grid[1])],
             "seconds_features": round(t1 - t0, 3),
             "seconds_coreset": round(t2 - t1, 3),
+            "coreset_distance_evaluations": int(work.get("distance_evaluations", 0)),
         }
         return self
 
