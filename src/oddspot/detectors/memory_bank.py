@@ -79,9 +79,12 @@ class _DistanceBounds:
         self.bound_np = self.bound.numpy()  # shares memory with self.bound
         self.blocks: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.seen = np.zeros((x.shape[0], 1), np.uint64)  # bit j of row i: row i compared with block j
-        self._add_block(np.array([start]))
+        self._add_block(np.array([start], dtype=np.int64))
         self.seen[:, 0] = 1
         self.evaluations = x.shape[0]  # point-center distances computed so far
+        self._rows = torch.empty(chunk, x.shape[1])
+        self._products = torch.empty(0)
+        self._near = torch.empty(x.shape[0])
 
     def _add_block(self, rows: np.ndarray) -> None:
         idx = torch.from_numpy(rows)
@@ -101,13 +104,20 @@ class _DistanceBounds:
         else:
             centers_t = torch.cat([self.blocks[j][0] for j in blocks], dim=1)
             csq = torch.cat([self.blocks[j][1] for j in blocks])
-        self.evaluations += len(rows) * csq.numel()
+        width = csq.numel()
+        self.evaluations += len(rows) * width
+        if self._products.numel() < self.chunk * width:
+            self._products = torch.empty(self.chunk * width)
         idx = torch.from_numpy(rows)
-        xr, near = self.xt.index_select(0, idx), torch.empty(len(rows))
+        near = self._near[:len(rows)]
         for lo in range(0, len(rows), self.chunk):
+            # Reused buffers: fresh multi-megabyte tensors per product cost page faults.
+            n = min(self.chunk, len(rows) - lo)
+            xr = torch.index_select(self.xt, 0, idx[lo:lo + n], out=self._rows[:n])
+            block = self._products[:n * width].view(n, width)
             # |x|^2 is the same for every center of a row: added after the row minimum.
-            block = torch.addmm(csq[None, :], xr[lo:lo + self.chunk], centers_t, alpha=-2.0)
-            torch.amin(block, 1, out=near[lo:lo + self.chunk])
+            torch.addmm(csq[None, :], xr, centers_t, alpha=-2.0, out=block)
+            torch.amin(block, 1, out=near[lo:lo + n])
         near.add_(self.sq.index_select(0, idx)).clamp_(min=0.0)
         self.bound.index_copy_(0, idx, torch.minimum(self.bound.index_select(0, idx), near))
         self.seen[rows] |= self._mask(blocks)
