@@ -84,6 +84,34 @@ def test_duplicates_stop_early():
     assert sorted(x[greedy_coreset(x, 0.5)].argmax(1).tolist()) == [0, 1, 2]
 
 
+def test_tight_clusters_far_from_the_mean_keep_their_order():
+    # Distances a million times smaller than the norms: |x|^2 + |c|^2 - 2 x.c alone rounds them away.
+    rng = np.random.default_rng(0)
+    means = rng.standard_normal((5, 64)).astype(np.float32) * 10
+    x = means[rng.integers(0, 5, 5000)] + rng.standard_normal((5000, 64)).astype(np.float32) * 1e-2
+    assert len(greedy_coreset(x, 0.1, projection_dim=64)) == 500
+    assert_farthest_first(x, _greedy_k_center(x, 500, 0), rtol=1e-4)
+
+
+@pytest.mark.parametrize("x", [
+    np.random.default_rng(0).integers(0, 3, (500, 4)).astype(np.float32),
+    np.repeat(np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32), 20, axis=0),
+])
+def test_no_duplicate_rows_in_the_coreset(x):
+    picks = greedy_coreset(x, 0.5)
+    distinct = {tuple(row) for row in x}
+    assert len({tuple(row) for row in x[picks]}) == len(picks) == min(len(distinct), 250)
+
+
+def test_bad_features_and_settings_are_refused():
+    x = np.ones((100, 4), np.float32)
+    x[3, 1] = np.nan
+    with pytest.raises(OddspotError, match="NaN"):
+        greedy_coreset(x, 0.1)
+    with pytest.raises(ValueError, match="freeze"):
+        _greedy_k_center(np.eye(8, dtype=np.float32), 4, 0, freeze=1.5)
+
+
 def test_knn_is_exact():
     rng = np.random.default_rng(0)
     bank, q = rng.standard_normal((300, 16)), rng.standard_normal((50, 16))

@@ -16,9 +16,10 @@ evaluates only about a third of those distances, in matrix products:
   compared with the blocks they have not seen, newest first, and leave as soon as their
   bound falls below `theta`. A bitset per point records which blocks it has seen.
 
-Results agree with the textbook loop up to float32 rounding (two points whose distances differ
-in the last bits may be picked in either order); the data is centred first to keep that
-rounding small.
+Picks agree with the textbook loop except in the order of ties and of near-ties within float32
+rounding. The data is centred first. The product formula |x|^2 + |c|^2 - 2 x.c loses
+distances that are tiny next to the norms (tight clusters far from the mean, duplicates) to
+cancellation, so those are recomputed from differences; duplicate rows are never picked.
 """
 
 from __future__ import annotations
@@ -30,16 +31,18 @@ from numba import njit
 from oddspot.errors import OddspotError
 
 FREEZE = 0.95  # theta = FREEZE x the last pick's distance; lower freezes less, higher adds rounds
+CANCELLATION = 2.0 ** -6  # products giving distances below this share of the norms are redone
 
 
 @njit(cache=True, fastmath=True)
-def _greedy_within(cand: np.ndarray, cand_sq: np.ndarray, cand_min: np.ndarray, tau: float,
-                   budget: int) -> tuple[np.ndarray, np.ndarray]:
+def _greedy_within(cand: np.ndarray, cand_min: np.ndarray, tau: float, budget: int) -> tuple[np.ndarray, np.ndarray]:
     """Farthest-first picks among candidates while the best candidate is strictly farther than `tau`.
 
     `cand_min` holds each candidate's squared distance to its nearest center and is updated in
     place. The first pick is unconditional: the caller guarantees it is the global farthest.
-    Returns the picks (candidate positions) and their squared distances when picked.
+    Distances are sums of squared differences, exact to float32 rounding of the distance itself
+    (duplicates give exactly 0). Returns the picks (candidate positions) and their squared
+    distances when picked.
     """
     m, d = cand.shape
     picks = np.empty(budget, np.int64)
@@ -55,12 +58,11 @@ def _greedy_within(cand: np.ndarray, cand_sq: np.ndarray, cand_min: np.ndarray, 
             break
         picks[count], values[count] = best, best_value
         count += 1
-        csq = cand_sq[best]
         for i in range(m):
-            dot = np.float32(0.0)
+            dist = np.float32(0.0)
             for t in range(d):
-                dot += cand[i, t] * cand[best, t]
-            dist = max(cand_sq[i] + csq - np.float32(2.0) * dot, np.float32(0.0))
+                diff = cand[i, t] - cand[best, t]
+                dist += diff * diff
             if dist < cand_min[i]:
                 cand_min[i] = dist
         cand_min[best] = 0.0
@@ -74,8 +76,7 @@ class _DistanceBounds:
         self.chunk, self.min_centers = chunk, min_centers
         self.xt = torch.from_numpy(x)
         self.sq = (self.xt * self.xt).sum(1)
-        self.bound = torch.clamp(self.sq + self.sq[start] - 2.0 * (self.xt @ self.xt[start]), min=0.0)
-        self.bound[start] = 0.0
+        self.bound = (self.xt - self.xt[start]).square_().sum(1)
         self.bound_np = self.bound.numpy()  # shares memory with self.bound
         self.blocks: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.seen = np.zeros((x.shape[0], 1), np.uint64)  # bit j of row i: row i compared with block j
@@ -118,7 +119,17 @@ class _DistanceBounds:
             # |x|^2 is the same for every center of a row: added after the row minimum.
             torch.addmm(csq[None, :], xr, centers_t, alpha=-2.0, out=block)
             torch.amin(block, 1, out=near[lo:lo + n])
-        near.add_(self.sq.index_select(0, idx)).clamp_(min=0.0)
+        row_sq = self.sq.index_select(0, idx)
+        near.add_(row_sq).clamp_(min=0.0)
+        # |x|^2 + |c|^2 - 2 x.c loses about eps * (|x|^2 + |c|^2) to cancellation: distances
+        # that small next to the norms (tight clusters far from the mean, duplicates) are
+        # recomputed from differences.
+        noisy = torch.nonzero(near < CANCELLATION * (row_sq + csq.max())).flatten()
+        for lo in range(0, noisy.numel(), self.chunk):
+            sub = noisy[lo:lo + self.chunk]
+            xs = self.xt.index_select(0, idx.index_select(0, sub))
+            exact = torch.cdist(xs, centers_t.T, compute_mode="donot_use_mm_for_euclid_dist").square_()
+            near.index_copy_(0, sub, exact.amin(1))
         self.bound.index_copy_(0, idx, torch.minimum(self.bound.index_select(0, idx), near))
         self.seen[rows] |= self._mask(blocks)
 
@@ -170,6 +181,8 @@ def _greedy_k_center(x: np.ndarray, k: int, start: int, candidates: int = 2048, 
     below theta. The round's first pick is the largest exact bound, hence the global farthest
     row; later picks are exact while they beat every other bound (tau).
     """
+    if not 0.0 < freeze < 1.0:
+        raise ValueError(f"freeze must lie in (0, 1), got {freeze}")
     x = np.ascontiguousarray(x - x.mean(0, dtype=np.float64).astype(np.float32), dtype=np.float32)
     bounds = _DistanceBounds(x, start, chunk, min_centers)
     b = bounds.bound_np
@@ -186,8 +199,7 @@ def _greedy_k_center(x: np.ndarray, k: int, start: int, candidates: int = 2048, 
             cand, tau = np.sort(active[part[:m]]), max(float(values[part[m]]), frozen_max)
         else:
             cand, tau = active, frozen_max
-        local, picked = _greedy_within(x[cand], bounds.sq.numpy()[cand], b[cand].copy(), np.float32(tau),
-                                       k - len(picks))
+        local, picked = _greedy_within(x[cand], b[cand].copy(), np.float32(tau), k - len(picks))
         if local.size == 0:
             break  # every row coincides with a center: no further distinct picks exist
         new = cand[local]
@@ -234,6 +246,8 @@ def greedy_coreset(features: np.ndarray, ratio: float, seed: int = 0, projection
     features = np.asarray(features)
     if features.ndim != 2 or features.shape[0] == 0:
         raise OddspotError(f"coreset needs a non-empty N x D feature matrix, got shape {features.shape}")
+    if not np.isfinite(features).all():
+        raise OddspotError("coreset features contain NaN or infinite values; check the images and the backbone")
     n = features.shape[0]
     k = coreset_size(n, ratio)
     if k >= n:
