@@ -1,7 +1,7 @@
 """PatchCore speed on this machine: backbone-only, fit (features + coreset) and predict throughput.
 
 Usage: python benchmarks/patchcore.py [--sizes 224 256] [--train 200] [--test 64] [--ratio 0.1]
-       [--predict-ratios 0.01 0.1] [--threads 2]
+       [--predict-ratios 0.01 0.1] [--threads 2] [--repeats 3]
 Prints figures; asserts nothing (the tests do that).
 """
 
@@ -29,20 +29,37 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def bench(size: int, n_train: int, n_test: int, ratio: float, predict_ratios: list[float]) -> None:
+def seconds(work) -> float:
+    t = time.perf_counter()
+    work()
+    return time.perf_counter() - t
+
+
+def bench(size: int, n_train: int, n_test: int, ratio: float, predict_ratios: list[float], repeats: int) -> None:
     train, test = tiles(n_train, size, 0), tiles(n_test, size, 1)
     model = PatchCore(image_size=size, coreset_ratio=ratio)
     bs = model.config.batch_size
     model.extractor(model._preprocess(train[:bs]))
-    t = time.perf_counter()
-    for lo in range(0, n_test, bs):
-        model.extractor(model._preprocess(test[lo:lo + bs]))
-    backbone_ips = n_test / (time.perf_counter() - t)
 
-    t = time.perf_counter()
-    model.fit(train)
-    fit_s = time.perf_counter() - t
+    def backbone() -> None:
+        for lo in range(0, n_test, bs):
+            model.extractor(model._preprocess(test[lo:lo + bs]))
+
+    fit_s = seconds(lambda: model.fit(train))
     st = model.state
+    models = {r: model if r == ratio else PatchCore(image_size=size, coreset_ratio=r, backbone=model.backbone).fit(train)
+              for r in predict_ratios}
+    for m in models.values():
+        m.predict(test[:4])
+    # Backbone-only and predict runs alternate, and each keeps its fastest run: a shared
+    # machine only ever slows a run down, and alternating exposes both to the same slowdowns.
+    best_backbone, best_predict = float("inf"), dict.fromkeys(models, float("inf"))
+    for _ in range(repeats):
+        best_backbone = min(best_backbone, seconds(backbone))
+        for r, m in models.items():
+            best_predict[r] = min(best_predict[r], seconds(lambda: m.predict(test, maps=True)))
+    backbone_ips = n_test / best_backbone
+
     print(f"size {size} px | backbone-only {backbone_ips:6.1f} img/s | fit at {ratio:.0%}: {n_train / fit_s:6.1f} img/s "
           f"(features {st['seconds_features']:.2f} s, coreset {st['seconds_coreset']:.2f} s for "
           f"{st['n_train_patches']} patches -> {st['memory_bank_size']}; coreset/features "
@@ -50,12 +67,8 @@ def bench(size: int, n_train: int, n_test: int, ratio: float, predict_ratios: li
     textbook = st["n_train_patches"] * st["memory_bank_size"]
     print(f"size {size} px | coreset computed {st['coreset_distance_evaluations'] / textbook:.0%} of the "
           f"{textbook:.3g} point-center distances of the textbook loop")
-    for r in predict_ratios:
-        m = model if r == ratio else PatchCore(image_size=size, coreset_ratio=r, backbone=model.backbone).fit(train)
-        m.predict(test[:4])
-        t = time.perf_counter()
-        m.predict(test, maps=True)
-        ips = n_test / (time.perf_counter() - t)
+    for r, m in models.items():
+        ips = n_test / best_predict[r]
         print(f"size {size} px | predict with a {r:.0%} bank ({m.state['memory_bank_size']} entries): {ips:6.1f} img/s "
               f"= {100 * ips / backbone_ips:.0f}% of backbone-only")
     print(f"size {size} px | peak RSS so far {peak_rss_mb():.0f} MB")
@@ -70,12 +83,13 @@ def main() -> None:
     ap.add_argument("--predict-ratios", type=float, nargs="+", default=[0.01, 0.1],
                     help="bank sizes whose predict throughput is measured (0.01 is the default model)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3, help="backbone-only and predict: fastest of this many alternating runs")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"PatchCore benchmark: {args.train} train / {args.test} test images, coreset {args.ratio:.0%}, "
           f"{args.threads} threads, torch {torch.__version__}")
     for size in args.sizes:
-        bench(size, args.train, args.test, args.ratio, args.predict_ratios)
+        bench(size, args.train, args.test, args.ratio, args.predict_ratios, args.repeats)
 
 
 if __name__ == "__main__":
