@@ -8,14 +8,21 @@ Prints figures; asserts nothing (the tests do that).
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import subprocess
+import sys
 import time
 
-import numpy as np
-import torch
+# As in the CLI: idle OpenMP threads sleep, so faiss's and torch's thread pools do not spin
+# against each other while predict alternates between them. Set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from oddspot.data.demo_dataset import texture_photo
-from oddspot.detectors import PatchCore
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from oddspot.data.demo_dataset import texture_photo  # noqa: E402
+from oddspot.detectors import PatchCore  # noqa: E402
 
 
 def tiles(n: int, size: int, seed: int) -> list[np.ndarray]:
@@ -72,7 +79,7 @@ def bench(size: int, n_train: int, n_test: int, ratio: float, predict_ratios: li
         ratio = float(np.median(np.array(backbone_s) / np.array(predict_s[r])))
         print(f"size {size} px | predict with a {r:.0%} bank ({m.state['memory_bank_size']} entries): "
               f"{n_test / min(predict_s[r]):6.1f} img/s = {100 * ratio:.0f}% of backbone-only")
-    print(f"size {size} px | peak RSS so far {peak_rss_mb():.0f} MB")
+    print(f"size {size} px | peak RSS {peak_rss_mb():.0f} MB")
 
 
 def main() -> None:
@@ -85,12 +92,19 @@ def main() -> None:
                     help="bank sizes whose predict throughput is measured (0.01 is the default model)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5, help="alternating backbone-only and predict runs")
+    ap.add_argument("--no-header", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if not args.no_header:
+        print(f"PatchCore benchmark: {args.train} train / {args.test} test images, coreset {args.ratio:.0%}, "
+              f"{args.threads} threads, torch {torch.__version__}", flush=True)
+    if len(args.sizes) > 1:
+        # One process per size: its peak RSS is its own, and no size runs in a process warmed by another.
+        rest = [a for a in sys.argv[1:] if a != "--no-header"]
+        for size in args.sizes:
+            subprocess.run([sys.executable, __file__, *rest, "--sizes", str(size), "--no-header"], check=True)
+        return
     torch.set_num_threads(args.threads)
-    print(f"PatchCore benchmark: {args.train} train / {args.test} test images, coreset {args.ratio:.0%}, "
-          f"{args.threads} threads, torch {torch.__version__}")
-    for size in args.sizes:
-        bench(size, args.train, args.test, args.ratio, args.predict_ratios, args.repeats)
+    bench(args.sizes[0], args.train, args.test, args.ratio, args.predict_ratios, args.repeats)
 
 
 if __name__ == "__main__":
