@@ -1,4 +1,4 @@
-"""The coreset is the textbook farthest-first traversal (up to float32 rounding of near-ties), only faster."""
+"""The coreset is the textbook farthest-first traversal (up to the order of ties and float32 near-ties), only faster."""
 
 from __future__ import annotations
 
