@@ -34,24 +34,24 @@ def test_padim_detects_and_round_trips(tiny_mvtec, tmp_path):
     model = PaDiM(image_size=64, n_features=40, batch_size=4).fit([r.load().image for r in refs["train"]])
     pred = model.predict([s.image for s in test])
     labels = np.array([s.label for s in test])
-    assert pred.image_scores[labels == 1].mean() > pred.image_scores[labels == 0].mean()
+    assert pred.scores[labels == 1].mean() > pred.scores[labels == 0].mean()
     assert pred.maps[0].shape == test[0].image.shape[:2]
     model.save(tmp_path)
     again = PaDiM.load(tmp_path)
     assert np.array_equal(again.channels, model.channels) and len(model.channels) == 40
-    assert np.array_equal(again.predict([s.image for s in test], maps=False).image_scores, pred.image_scores)
-    one = np.array([model.predict([s.image], maps=False).image_scores[0] for s in test])
-    assert np.array_equal(one, pred.image_scores)
+    assert np.array_equal(again.predict([s.image for s in test], maps=False).scores, pred.scores)
+    one = np.array([model.predict([s.image], maps=False).scores[0] for s in test])
+    assert np.array_equal(one, pred.scores)
 
 
 def test_shuffled_and_regrouped_batches_give_identical_scores_and_decisions(calibrated_run, tiny_mvtec):
     detector = load_detector(calibrated_run)
     cal = Calibration.load(calibrated_run)
     images = [r.load().image for r in read_mvtec(tiny_mvtec, "brick")["test"]]
-    base = detector.predict(images, maps=False).image_scores
+    base = detector.predict(images, maps=False).scores
     order = np.random.default_rng(3).permutation(len(images))
     for group in (1, 2, 5):
-        parts = [detector.predict([images[i] for i in order[lo:lo + group]], maps=False).image_scores
+        parts = [detector.predict([images[i] for i in order[lo:lo + group]], maps=False).scores
                  for lo in range(0, len(order), group)]
         regrouped = np.concatenate(parts)
         assert np.array_equal(regrouped, base[order])
@@ -93,14 +93,14 @@ def test_cascade_gate_keeps_validation_recall_and_round_trips(tiny_mvtec, tmp_pa
     cascade = Cascade(localizer_options=FAST, gate_options={"image_size": 32, "coreset_ratio": 0.25, "batch_size": 4})
     cascade.fit(train)
     th = cascade.fit_gate([s.image for s in val], labels)
-    gate = cascade.gate.predict([s.image for s in val], maps=False).image_scores
+    gate = cascade.gate.predict([s.image for s in val], maps=False).scores
     assert np.all(gate[labels == 1] >= th["low"])  # no validation defect is called normal by the gate
     pred = cascade.predict([s.image for s in val])
     assert cascade.last_call["n_localizer"] == int(np.sum((gate >= th["low"]) & (gate <= th["high"])))
     assert len(pred.maps) == len(val) and pred.maps[0].shape == val[0].image.shape[:2]
     cascade.save(tmp_path)
     again = Cascade.load(tmp_path)
-    assert np.array_equal(again.predict([s.image for s in val], maps=False).image_scores, pred.image_scores)
+    assert np.array_equal(again.predict([s.image for s in val], maps=False).scores, pred.scores)
 
 
 def test_cascade_warns_when_gate_collapses(tiny_mvtec):
@@ -110,7 +110,7 @@ def test_cascade_warns_when_gate_collapses(tiny_mvtec):
                       low_margin=0.0, high_margin=0.0)
     cascade.fit(images[:5])
     held_out = images[5:]  # "anomalies" drawn from the same normal images: the gate cannot separate them
-    gate = cascade.gate.predict(held_out, maps=False).image_scores
+    gate = cascade.gate.predict(held_out, maps=False).scores
     order = np.argsort(gate)
     labels = np.zeros(5, int)
     labels[order[0]] = 1  # lowest score anomalous, highest normal: the gate can decide nothing

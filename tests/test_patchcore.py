@@ -26,7 +26,7 @@ def test_defects_score_higher_and_maps_localise(fitted):
     model, test = fitted
     pred = model.predict([s.image for s in test])
     labels = np.array([s.label for s in test])
-    assert pred.image_scores[labels == 1].mean() > pred.image_scores[labels == 0].mean()
+    assert pred.scores[labels == 1].mean() > pred.scores[labels == 0].mean()
     bad = next(i for i, s in enumerate(test) if s.label == 1)
     amap, mask = pred.maps[bad], test[bad].mask
     assert amap.shape == mask.shape and amap.dtype == np.float32
@@ -36,10 +36,10 @@ def test_defects_score_higher_and_maps_localise(fitted):
 def test_score_does_not_depend_on_batch(fitted):
     model, test = fitted
     images = [s.image for s in test]
-    alone = np.array([model.predict([img], maps=False).image_scores[0] for img in images])
-    together = model.predict(images, maps=False).image_scores
+    alone = np.array([model.predict([img], maps=False).scores[0] for img in images])
+    together = model.predict(images, maps=False).scores
     shuffled_order = np.random.default_rng(0).permutation(len(images))
-    shuffled = model.predict([images[i] for i in shuffled_order], maps=False).image_scores
+    shuffled = model.predict([images[i] for i in shuffled_order], maps=False).scores
     assert np.array_equal(alone, together)
     assert np.array_equal(shuffled, together[shuffled_order])
 
@@ -49,8 +49,8 @@ def test_other_image_scorings(fitted, scoring, small_options):
     model, test = fitted
     other = PatchCore(**{**small_options, "scoring": scoring})
     other.memory_bank = model.memory_bank
-    scores = other.predict([s.image for s in test], maps=False).image_scores
-    assert np.all(np.isfinite(scores)) and not np.array_equal(scores, model.predict([s.image for s in test], maps=False).image_scores)
+    scores = other.predict([s.image for s in test], maps=False).scores
+    assert np.all(np.isfinite(scores)) and not np.array_equal(scores, model.predict([s.image for s in test], maps=False).scores)
 
 
 def test_unknown_option_fails_loudly():
@@ -66,12 +66,12 @@ def test_saved_model_scores_bit_identically_in_fresh_process(fitted, tmp_path, t
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
     assert meta["format_version"] == 1 and meta["detector"] == "patchcore" and "oddspot_version" in meta
     paths = [s.meta["path"] for s in test]
-    expected = model.predict([s.image for s in test], maps=False).image_scores
+    expected = model.predict([s.image for s in test], maps=False).scores
     code = (
         "import sys, json, numpy as np\n"
         "from oddspot.detectors import PatchCore\nfrom oddspot.data import read_image\n"
         "m = PatchCore.load(sys.argv[1])\n"
-        "s = m.predict([read_image(p) for p in sys.argv[2:]], maps=False).image_scores\n"
+        "s = m.predict([read_image(p) for p in sys.argv[2:]], maps=False).scores\n"
         "print(json.dumps([float(v).hex() for v in s]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m"), *paths], capture_output=True, text=True, check=True)

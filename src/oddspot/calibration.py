@@ -161,13 +161,13 @@ def _pixel_scale(maps: list[np.ndarray], masks: list[np.ndarray], strategy: str,
     return _scale(normal, np.array([]), t), {"pixel_quantile": quantile}
 
 
-def calibrate(image_scores: np.ndarray, labels: np.ndarray, maps: list[np.ndarray] | None,
+def calibrate(scores: np.ndarray, labels: np.ndarray, maps: list[np.ndarray] | None,
               masks: list[np.ndarray] | None, strategy: str, quantile: float = 0.995,
               fixed: float | None = None, fixed_pixel: float | None = None) -> Calibration:
     """Fit image and pixel calibration from validation predictions (`labels` 0/1, masks bool)."""
     if strategy not in STRATEGIES or strategy == "auto":
         raise OddspotError(f"calibration strategy {strategy!r} unknown; use one of {', '.join(STRATEGIES[1:])}")
-    image, details = fit_threshold(image_scores, labels, strategy, quantile, fixed)
+    image, details = fit_threshold(scores, labels, strategy, quantile, fixed)
     pixel = None
     if maps is not None and masks is not None:
         pixel, pdetails = _pixel_scale(maps, masks, strategy, quantile, fixed_pixel)

@@ -121,7 +121,7 @@ def calibrate_detector(detector: Any, validation: list[Sample], strategy: str = 
     normal_maps = [m for m, y in zip(pred.maps, labels) if y == 0]
     detector.state["map_display_max"] = _display_max(normal_maps)
     detector.state["map_display_source"] = "normal validation images"
-    cal = fit_calibration(pred.image_scores, labels, pred.maps, masks, strategy, quantile, threshold, pixel_threshold)
+    cal = fit_calibration(pred.scores, labels, pred.maps, masks, strategy, quantile, threshold, pixel_threshold)
     cal.details.update({"n_validation": len(validation), "seed": seed})
     return cal
 
@@ -184,7 +184,7 @@ def evaluate(run: str | Path, data: str | Path, category: str, out: str | Path, 
         samples = [r.load() for r in chunk]
         pred = detector.predict([s.image for s in samples], maps=True)
         called += getattr(detector, "last_call", {}).get("n_localizer", 0)
-        for s, score, amap in zip(samples, pred.image_scores, pred.maps):
+        for s, score, amap in zip(samples, pred.scores, pred.maps):
             mask = s.mask if s.mask is not None else np.zeros(s.image.shape[:2], bool)
             evaluator.add(float(score), int(s.label), amap, mask, s.meta["defect_type"])
             rows.append((s.meta["path"], s.label, s.meta["defect_type"], float(score)))
@@ -261,7 +261,7 @@ def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path, save
         if not good:
             continue
         pred = detector.predict([g[2] for g in good], maps=True)
-        for (path, rel, image), score, amap in zip(good, pred.image_scores, pred.maps):
+        for (path, rel, image), score, amap in zip(good, pred.scores, pred.maps):
             if cal is not None:
                 rows.append((str(path), float(score), float(cal.image(score)), int(cal.decide(score))))
                 if cal.pixel is not None:

@@ -11,20 +11,9 @@ import numpy as np
 
 from oddspot import __version__
 from oddspot.errors import OddspotError
+from oddspot.runs.prediction import Prediction
 
 FORMAT_VERSION = 1
-
-
-@dataclass
-class Prediction:
-    """Scores for a list of images: larger = more anomalous, always.
-
-    `image_scores` has one float per image; `maps[i]` is the anomaly map of image i at that
-    image's own resolution (float32 H x W), or None when maps were not requested.
-    """
-
-    image_scores: np.ndarray
-    maps: list[np.ndarray] | None
 
 
 class Detector(Protocol):

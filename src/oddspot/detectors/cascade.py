@@ -83,7 +83,7 @@ class Cascade:
         labels = np.asarray(labels).astype(bool)
         if labels.all() or not labels.any():
             raise OddspotError("the cascade gate needs normal and anomalous validation images (real or synthetic)")
-        g = self.gate.predict(images, maps=False).image_scores
+        g = self.gate.predict(images, maps=False).scores
         loc = self.localizer.predict(images, maps=True)
         span = float(g.max() - g.min()) or 1.0
         low = float(g[labels].min()) - self.config.low_margin * span
@@ -98,7 +98,7 @@ class Cascade:
         gate_max = np.array([m.max() for m in loc.maps])
         self.state["thresholds"] = {
             "low": low, "high": high,
-            "localizer_min": float(loc.image_scores.min()), "localizer_max": float(loc.image_scores.max()),
+            "localizer_min": float(loc.scores.min()), "localizer_max": float(loc.scores.max()),
             "map_scale": float(np.median(gate_max) / max(np.median(g), 1e-12)),
             "validation_call_rate": float(between.mean()),
             "n_validation": int(labels.size),
@@ -112,7 +112,7 @@ class Cascade:
             raise OddspotError("the cascade gate has no thresholds; fit it with validation data (oddspot fit --split validation)")
         t0 = time.perf_counter()
         gate_pred = self.gate.predict(images, maps=maps)
-        g = gate_pred.image_scores
+        g = gate_pred.scores
         call = (g >= th["low"]) & (g <= th["high"])
         t1 = time.perf_counter()
         scores = np.where(g < th["low"], th["localizer_min"] - (th["low"] - g),
@@ -121,7 +121,7 @@ class Cascade:
         idx = np.flatnonzero(call)
         if idx.size:
             loc = self.localizer.predict([images[i] for i in idx], maps=maps)
-            scores[idx] = loc.image_scores
+            scores[idx] = loc.scores
             if out_maps is not None:
                 for j, i in enumerate(idx):
                     out_maps[i] = loc.maps[j]

@@ -206,7 +206,7 @@ def render(groups: Sequence[Group], detector, pixel_threshold: float | None, war
     display_max = float(detector.state.get("map_display_max") or 0.0) or None
     by_path = {r.path: r for g in groups for r in g.rows}
     made: dict[str, Card] = {}
-    for path, score, amap in zip(order, pred.image_scores, pred.maps):
+    for path, score, amap in zip(order, pred.scores, pred.maps):
         mask_path = masks.get(Path(path))
         mask = None
         if mask_path is not None:

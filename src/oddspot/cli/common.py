@@ -1,0 +1,99 @@
+"""Options every task verb shares, with the same names, meanings and checks everywhere.
+
+`--out/-o`, `--config`, `--seed`, `--threads`, `--device` on every `oddspot <task> <verb>`:
+
+- `--config FILE.yaml`: for `fit`, the model's options (a flat mapping); for every other verb, values
+  for that verb's own options (keys are option names with `_` for `-`); unknown keys are an error.
+- `--seed N` (>= 0): every random choice of the verb; recorded in what the verb writes.
+- `--threads N` (>= 1): CPU threads for torch and numpy kernels.
+- `--device auto|cpu|cuda`: where networks run; `auto` uses a GPU when there is one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from oddspot.errors import OddspotError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def read_yaml_mapping(path: Path, what: str = "--config") -> dict[str, Any]:
+    """A YAML file holding one mapping; anything else is a one-line error naming the file."""
+    import yaml
+
+    if not path.is_file():
+        raise OddspotError(f"{path}: config file not found; check {what}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise OddspotError(f"{path}: invalid YAML ({first}); fix {what}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise OddspotError(f"{path}: {what} must hold a mapping of option: value")
+    return data
+
+
+def _verb_defaults(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """Eager callback of `--config` on verbs other than fit: the file sets the verb's option defaults."""
+    if value is None:
+        return None
+    values = read_yaml_mapping(value)
+    names = {p.name for p in ctx.command.params if p.name not in ("config", "help") and isinstance(p, click.Option)}
+    unknown = sorted(str(k) for k in values if str(k).replace("-", "_") not in names)
+    if unknown:
+        raise click.UsageError(f"{value}: unknown option(s) {', '.join(unknown)} for `{ctx.command_path}`; "
+                               f"known: {', '.join(sorted(names))}")
+    ctx.default_map = {**(ctx.default_map or {}), **{str(k).replace("-", "_"): v for k, v in values.items()}}
+    return value
+
+
+def common_options(out_help: str, out_required: bool = True, config: str = "verb",
+                   seed_help: str = "Seed of every random choice (recorded in the outputs).") -> Callable:
+    """Decorator adding the five common options. `config="model"` makes --config the model options (fit)."""
+
+    def wrap(fn: Callable) -> Callable:
+        fn = click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+                          help="Where networks run: auto uses a GPU when there is one.")(fn)
+        fn = click.option("--threads", type=click.IntRange(1, 1024), default=2, show_default=True,
+                          help="CPU threads for torch and numpy kernels.")(fn)
+        fn = click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help=seed_help)(fn)
+        if config == "model":
+            fn = click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                              help="YAML file of model options (a flat mapping; unknown keys are an error).")(fn)
+        else:
+            fn = click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                              is_eager=True, expose_value=True, callback=_verb_defaults,
+                              help="YAML file of values for this verb's options (unknown keys are an error).")(fn)
+        fn = click.option("--out", "-o", "out", required=out_required, type=click.Path(path_type=Path),
+                          default=None, help=out_help)(fn)
+        return fn
+
+    return wrap
+
+
+def apply_runtime(threads: int, device: str) -> str:
+    """Set torch's thread count and resolve `--device`; returns 'cpu' or 'cuda'."""
+    import torch
+
+    if threads < 1:
+        raise OddspotError(f"--threads {threads}: use at least 1")
+    torch.set_num_threads(threads)
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise OddspotError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+    if device not in ("cpu", "cuda"):
+        raise OddspotError(f"--device {device!r} unknown; use one of {', '.join(DEVICES)}")
+    return device
+
+
+def echo_err(message: str) -> None:
+    """One line to stderr (warnings and skipped items)."""
+    click.echo(message, err=True)

@@ -1,0 +1,131 @@
+"""The one strict config reader: a mapping -> a config dataclass, or a one-line error.
+
+Unknown keys, wrong types (text for a number, a number for text, a bool for an int), non-finite
+floats and out-of-range values (each config's `__post_init__`) are all refused with a message that
+names the source and the key. Lists become tuples; ints are accepted where floats are expected.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+import typing
+from dataclasses import MISSING, fields, is_dataclass
+from typing import Any, TypeVar
+
+from oddspot.errors import OddspotError
+
+C = TypeVar("C")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """`value` checked against the annotation `tp` (and converted: list -> tuple, int -> float)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except OddspotError as exc:
+                errors.append(str(exc))
+        raise OddspotError(errors[0] if len(errors) == 1 else
+                           f"{where}: {value!r} is not a {' or '.join(_type_name(a) for a in args)}")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise OddspotError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise OddspotError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise OddspotError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise OddspotError(f"{where}: expected a finite number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise OddspotError(f"{where}: expected text, got {value!r}")
+        return value
+    if origin is tuple or tp is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise OddspotError(f"{where}: expected a list, got {value!r}")
+        if args and args[-1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if args:
+            if len(value) != len(args):
+                raise OddspotError(f"{where}: expected {len(args)} values, got {len(value)}")
+            return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(value)
+    if origin is list or tp is list:
+        if not isinstance(value, (list, tuple)):
+            raise OddspotError(f"{where}: expected a list, got {value!r}")
+        return [_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise OddspotError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if is_dataclass(tp) and isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise OddspotError(f"{where}: expected a mapping, got {value!r}")
+        return from_mapping(tp, value, where)
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise OddspotError(f"{where}: cannot check a value of type {_type_name(tp)}")
+
+
+def from_mapping(cls: type[C], values: Any, source: str) -> C:
+    """Build the config dataclass `cls` from `values`, strictly.
+
+    `source` names where the values came from (a file, an option group) and starts every error.
+    Errors raised by the config's own `__post_init__` range checks are prefixed with it too.
+    """
+    if not isinstance(values, dict):
+        raise OddspotError(f"{source}: expected a mapping of option: value, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(str(k) for k in values if k not in known)
+    if unknown:
+        raise OddspotError(f"{source}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    converted = {}
+    for name, f in known.items():
+        if name in values:
+            converted[name] = _convert(values[name], hints[name], f"{source}: {name}")
+        elif f.default is MISSING and f.default_factory is MISSING:  # type: ignore[misc]
+            raise OddspotError(f"{source}: option {name} missing")
+    try:
+        return cls(**converted)
+    except OddspotError as exc:
+        message = str(exc)
+        raise OddspotError(message if message.startswith(source) else f"{source}: {message}") from None
+    except (TypeError, ValueError) as exc:
+        raise OddspotError(f"{source}: {exc}") from None
+
+
+def check_range(name: str, value: float, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False) -> None:
+    """Raise a one-line error unless `low <= value <= high` (open ends exclude the bound)."""
+    ok = math.isfinite(value) if isinstance(value, float) else True
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = "-inf" if low is None else f"{low}"
+        hi = "inf" if high is None else f"{high}"
+        interval = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+        raise OddspotError(f"{name} {value!r} out of range; use a value in {interval}")

@@ -1,0 +1,71 @@
+"""One evaluation record for every task.
+
+`evaluate` writes, in its output folder:
+- `metrics.json`: `{"task": ..., "record_version": 1, ...the task's metrics}`;
+- `scores.csv`: one row per scored item (image, or video frame);
+- `curves.json` and task figures, and the material its gallery needs (`gallery/`).
+
+`oddspot report` reads only these files: it never loads a model or a dataset again.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from oddspot.errors import OddspotError
+from oddspot.files import atomic_write_text, write_json
+
+RECORD_VERSION = 1
+METRICS_FILE = "metrics.json"
+SCORES_FILE = "scores.csv"
+CURVES_FILE = "curves.json"
+TASKS = ("inspect", "road", "video")
+
+
+def write_metrics(out: str | Path, task: str, metrics: dict[str, Any]) -> Path:
+    """Write `out/metrics.json` with the task and record version first."""
+    if task not in TASKS:
+        raise OddspotError(f"task {task!r} unknown; use one of {', '.join(TASKS)}")
+    path = Path(out) / METRICS_FILE
+    body = {k: v for k, v in metrics.items() if k not in ("task", "record_version")}
+    write_json(path, {"task": task, "record_version": RECORD_VERSION, **body})
+    return path
+
+
+def read_metrics(path: str | Path, task: str | None = None) -> dict[str, Any]:
+    """A metrics.json written by `write_metrics` (checked: JSON object, known task and version)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_FILE
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise OddspotError(f"{path}: not found; pass the --out folder of `oddspot <task> evaluate`") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise OddspotError(f"{path}: not valid JSON ({exc}); re-run `oddspot <task> evaluate`") from None
+    if not isinstance(obj, dict):
+        raise OddspotError(f"{path}: expected a JSON object; re-run `oddspot <task> evaluate`")
+    if obj.get("task") not in TASKS:
+        raise OddspotError(f"{path}: no known task ({obj.get('task')!r}); written by another tool or an older oddspot, "
+                           "re-run `oddspot <task> evaluate`")
+    if obj.get("record_version") != RECORD_VERSION:
+        raise OddspotError(f"{path}: record_version {obj.get('record_version')!r} unsupported (this oddspot reads "
+                           f"{RECORD_VERSION}); re-run `oddspot {obj['task']} evaluate`")
+    if task is not None and obj["task"] != task:
+        raise OddspotError(f"{path}: a {obj['task']} evaluation, not a {task} one")
+    return obj
+
+
+def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    """Write a CSV file atomically (header first)."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(list(header))
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+    return Path(path)
