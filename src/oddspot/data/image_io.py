@@ -18,6 +18,12 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
+def list_images(folder: Path, recursive: bool = False) -> list[Path]:
+    """The image files in `folder` (recursive: also below it), sorted; hidden files (`._x`, `.DS_Store`) left out."""
+    pattern = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in pattern if p.is_file() and is_image_file(p) and not p.name.startswith("."))
+
+
 def open_image(path: Path, what: str = "image") -> Image.Image:
     """Open and fully decode an image file; a missing or broken file is a one-line error naming it."""
     if not path.exists():

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.numpy import load_file, save_file
 
-from oddspot.detectors.anomaly_maps import resize_map, upsample_and_blur
+from oddspot.imaging import resize_map, upsample_and_blur
 from oddspot.detectors.base import Prediction, config_from_dict, model_json, read_model_json
 from oddspot.detectors.memory_bank import KNNIndex, greedy_coreset
 from oddspot.errors import OddspotError

@@ -15,6 +15,26 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+SCALINGS = ("lite", "imagenet")
+
+
+def scale_pixels(x: torch.Tensor, scaling: str = "lite") -> torch.Tensor:
+    """The one input scaling per backbone family: float N x 3 x H x W pixels in 0..255 -> network input.
+
+    "lite": (x - 127) / 128 (EfficientNet-Lite, as its weights were trained); "imagenet": the usual
+    mean/std normalization of x / 255. Returned channels-last.
+    """
+    if scaling == "lite":
+        x = (x - 127.0) / 128.0
+    elif scaling == "imagenet":
+        mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) * 255.0
+        std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) * 255.0
+        x = (x - mean) / std
+    else:
+        raise OddspotError(f"backbone scaling {scaling!r} unknown; use one of {', '.join(SCALINGS)}")
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 @dataclass
 class Backbone:
     """A frozen feature network.
@@ -29,7 +49,7 @@ class Backbone:
     aliases: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.scaling not in ("lite", "imagenet"):
+        if self.scaling not in SCALINGS:
             raise OddspotError(f"backbone scaling {self.scaling!r} unknown; use 'lite' or 'imagenet'")
         self.model.eval()
         for p in self.model.parameters():
@@ -60,13 +80,7 @@ class Backbone:
             hw = (size, size) if isinstance(size, int) else tuple(size)
             if tuple(x.shape[-2:]) != hw:
                 x = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=True)
-        if self.scaling == "lite":
-            x = (x - 127.0) / 128.0
-        else:
-            mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1) * 255.0
-            std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1) * 255.0
-            x = (x - mean) / std
-        return x.contiguous(memory_format=torch.channels_last)
+        return scale_pixels(x, self.scaling)
 
     def preprocess_batch(self, images: list[np.ndarray], size: int, batch_size: int) -> torch.Tensor:
         """Preprocess up to `batch_size` images, zero-padded to exactly `batch_size`.

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from oddspot.errors import OddspotError
 from oddspot.files import write_json
+from oddspot.imaging import gaussian_blur as gaussian_smooth
 
 FORMAT_VERSION = 1
 
@@ -76,25 +77,6 @@ def entropy(logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """Entropy of the softmax distribution (nats)."""
     logp = torch.log_softmax(logits, dim=dim)
     return -(logp.exp() * logp).sum(dim=dim)
-
-
-def gaussian_smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Smooth N x H x W maps with a normalised Gaussian (reflect padding); sigma <= 0 returns them as is."""
-    if sigma <= 0:
-        return maps
-    radius = max(1, int(math.ceil(3 * sigma)))
-    xs = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
-    k = torch.exp(-0.5 * (xs / sigma) ** 2)
-    k = k / k.sum()
-    x = maps[:, None]
-    h, w = x.shape[-2:]
-    if radius >= min(h, w):
-        x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
-    else:
-        x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-    x = F.conv2d(x, k.view(1, 1, 1, -1))
-    x = F.conv2d(x, k.view(1, 1, -1, 1))
-    return x[:, 0]
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Turning a coarse patch-score grid into an anomaly map at the image's resolution."""
+"""Image-space operations shared by every task: the one Gaussian blur, and map resizing."""
 
 from __future__ import annotations
 
@@ -8,31 +8,38 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+TRUNCATE = 4.0
 
-def gaussian_kernel1d(sigma: float) -> torch.Tensor:
-    """Normalised 1-D Gaussian of radius 4 sigma (as the PatchCore reference code)."""
-    radius = max(1, int(math.ceil(4 * sigma)))
+
+def gaussian_kernel1d(sigma: float, truncate: float = TRUNCATE) -> torch.Tensor:
+    """Normalised 1-D Gaussian of radius `truncate` x sigma (4 sigma, as the PatchCore reference code)."""
+    radius = max(1, int(math.ceil(truncate * sigma)))
     x = torch.arange(-radius, radius + 1, dtype=torch.float32)
     k = torch.exp(-(x**2) / (2 * sigma**2))
     return k / k.sum()
 
 
-def blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of N x H x W maps with reflect padding; sigma <= 0 is a no-op."""
+def gaussian_blur(maps: torch.Tensor, sigma: float, truncate: float = TRUNCATE) -> torch.Tensor:
+    """Separable Gaussian blur of N x H x W maps; sigma <= 0 returns them as they are.
+
+    Edges are reflected; a map smaller than the kernel's radius is padded by replication instead
+    (reflection needs a radius below the map's size). Each map is blurred on its own.
+    """
     if sigma <= 0:
         return maps
-    k = gaussian_kernel1d(sigma).to(maps.device, maps.dtype)
+    k = gaussian_kernel1d(sigma, truncate).to(maps.device, maps.dtype)
     r = k.numel() // 2
     x = maps[:, None]
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
-    x = F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
+    mode = "reflect" if r < min(x.shape[-2:]) else "replicate"
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode=mode), k.view(1, 1, 1, -1))
+    x = F.conv2d(F.pad(x, (0, 0, r, r), mode=mode), k.view(1, 1, -1, 1))
     return x[:, 0]
 
 
 def upsample_and_blur(grid: torch.Tensor, size: tuple[int, int], sigma: float) -> torch.Tensor:
     """N x h x w patch scores -> N x H x W map: bilinear upsampling, then Gaussian blur."""
     up = F.interpolate(grid[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-    return blur(up, sigma)
+    return gaussian_blur(up, sigma)
 
 
 def resize_map(anomaly_map: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
