@@ -22,7 +22,11 @@ from oddspot.errors import OddspotError  # noqa: E402
 
 
 class OddspotGroup(click.Group):
-    """A click group that turns OddspotError into a one-line message and exit code 2."""
+    """A click group whose errors are one line on stderr: `error: ...`, exit code 2.
+
+    That holds for oddspot's own errors (OddspotError) and for click's usage errors (an unknown
+    option, a missing argument, a bad choice), which click would print as a three-line block.
+    """
 
     def invoke(self, ctx: click.Context):
         try:
@@ -30,6 +34,23 @@ class OddspotGroup(click.Group):
         except OddspotError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+
+    def main(self, *args, **kwargs):  # type: ignore[override]
+        if kwargs.get("standalone_mode", True) is False:
+            return super().main(*args, **kwargs)
+        try:
+            rc = super().main(*args, **{**kwargs, "standalone_mode": False})
+        except click.UsageError as exc:
+            where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+            click.echo(f"error: {exc.format_message()}{where}", err=True)
+            sys.exit(2)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(rc if isinstance(rc, int) else 0)
 
 
 @click.group(cls=OddspotGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,7 +60,9 @@ def cli() -> None:
 
 
 # Modules under oddspot.cli that each define `register(group)`; a task adds its module here.
-VERB_MODULES: tuple[str, ...] = ("inspect_commands", "road_commands", "experiment_commands", "report_commands", "video_commands")
+VERB_MODULES: tuple[str, ...] = (
+    "inspect_commands", "road_commands", "video_commands", "experiment_commands", "report_commands", "run_commands",
+)
 
 for _name in VERB_MODULES:
     importlib.import_module(f"oddspot.cli.{_name}").register(cli)
