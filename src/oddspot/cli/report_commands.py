@@ -1,4 +1,4 @@
-"""Report verb: `oddspot report DIR` writes DIR/report.html."""
+"""Report verb: `oddspot report DIR` writes DIR/report.html from the evaluation records in DIR."""
 
 from __future__ import annotations
 
@@ -9,12 +9,18 @@ import click
 
 @click.command("report")
 @click.argument("folder", type=click.Path(path_type=Path))
-@click.option("--top", default=6, show_default=True,
-              help="Images per gallery section (worst false negatives, worst false positives, best detections).")
-@click.option("--thumb", default=176, show_default=True, help="Longest side of gallery thumbnails, in pixels.")
+@click.option("--top", default=6, show_default=True, type=int,
+              help="Images per gallery section (worst false negatives, worst false positives, best detections), "
+                   "0..100; capped by the gallery material evaluate stored.")
+@click.option("--thumb", default=None, type=int,
+              help="Longest side of gallery thumbnails in pixels, 16..1024; can only shrink them [default: as stored].")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None, help="Output file [default: FOLDER/report.html].")
-def report_cmd(folder: Path, top: int, thumb: int, out: Path | None) -> None:
-    """Write a self-contained HTML report of an evaluate, demo or experiment output FOLDER."""
+def report_cmd(folder: Path, top: int, thumb: int | None, out: Path | None) -> None:
+    """Write a self-contained HTML report of an evaluation, demo or experiment FOLDER.
+
+    Reads only the files evaluate wrote (metrics.json, scores.csv, curves.json, gallery/): the
+    model and the dataset are not needed.
+    """
     from oddspot.report import write_report
 
     path = write_report(folder, top_k=top, output=out, thumb=thumb, warn=lambda m: click.echo(m, err=True))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,19 @@ from typing import Any
 from oddspot.errors import OddspotError
 from oddspot.report.gallery import Warn
 from oddspot.report.html import esc, img, table
-from oddspot.report.inspect import read_json
 
 PLOT_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 MAX_PLOT_BYTES = 4 * 2**20
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file, with a one-line error naming it when it is unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OddspotError(f"{path}: cannot read ({exc}); check the folder") from None
+    except json.JSONDecodeError as exc:
+        raise OddspotError(f"{path}: corrupt JSON ({exc.msg}, line {exc.lineno}); re-run the command that wrote it") from None
 
 
 def _value(text: str) -> Any:
@@ -34,7 +44,11 @@ def read_results(folder: Path) -> tuple[list[str], list[list[Any]]] | None:
     """Headers and rows of results.csv / results.json, or None when the folder has neither."""
     path = folder / "results.csv"
     if path.exists():
-        reader = csv.reader(io.StringIO(path.read_text()))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise OddspotError(f"{path}: cannot read ({exc}); re-run the experiment") from None
+        reader = csv.reader(io.StringIO(text))
         rows = [r for r in reader if r]
         if not rows:
             raise OddspotError(f"{path}: empty; re-run the experiment")

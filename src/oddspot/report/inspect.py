@@ -1,8 +1,11 @@
-"""The inspect-task section of a report: one evaluate output (metrics, curves, scores, gallery)."""
+"""The inspect-task section of a report: one evaluation record (metrics, curves, scores, gallery).
+
+Everything comes from the files `oddspot inspect evaluate` wrote: metrics.json (task "inspect"),
+curves.json, scores.csv and gallery/. No model and no dataset is opened.
+"""
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from dataclasses import dataclass
@@ -12,67 +15,45 @@ from typing import Any
 import numpy as np
 
 from oddspot.errors import OddspotError
+from oddspot.metrics import BinaryRankingMetrics
+from oddspot.records.evaluation import CURVES_FILE, SCORES_FILE
+from oddspot.records.gallery import ScoreRow
 from oddspot.report import plots
-from oddspot.report.gallery import Warn, card_html, choose, read_scores, render
-from oddspot.report.html import Raw, details, esc, fmt, img, table
+from oddspot.report.gallery import Warn, gallery_html
+from oddspot.report.html import Raw, esc, fmt, img, table
+from oddspot.report.scores import read_curves, read_scores
 
 NO_CALIBRATION = "F1-max on test (no calibration)"
 
 
-def read_json(path: Path) -> Any:
-    """A JSON file, with a one-line error naming it when it is unreadable."""
-    try:
-        return json.loads(path.read_text())
-    except OSError as exc:
-        raise OddspotError(f"{path}: cannot read ({exc.strerror}); check the folder") from None
-    except json.JSONDecodeError as exc:
-        raise OddspotError(f"{path}: corrupt JSON ({exc.msg}, line {exc.lineno}); re-run the command that wrote it") from None
-
-
 def is_inspection(metrics: Any) -> bool:
-    """True for the metrics.json of an inspect evaluation."""
+    """True for inspect metrics (an evaluation's metrics.json, or one category of a summary)."""
     return isinstance(metrics, dict) and isinstance(metrics.get("image"), dict) and "auroc" in metrics["image"]
-
-
-def resolve(path: str | None, near: Path | None) -> Path | None:
-    """A path recorded in an output: as written, else relative to the output folder or its parents."""
-    if not path:
-        return None
-    p = Path(path)
-    if p.exists():
-        return p
-    if not p.is_absolute() and near is not None:
-        for base in (near, *near.parents):
-            for k in range(len(p.parts)):
-                cand = base.joinpath(*p.parts[k:])
-                if cand.exists():
-                    return cand
-    return None
 
 
 @dataclass
 class Evaluation:
-    """What one evaluate output folder holds (curves and scores are optional)."""
+    """What one inspect evaluation record holds (curves, scores and gallery are optional)."""
 
     name: str
     folder: Path | None
     metrics: dict[str, Any]
     curves: dict[str, Any] | None = None
-    scores: list | None = None
+    scores: list[ScoreRow] | None = None
 
     @classmethod
-    def load(cls, folder: Path, warn: Warn, name: str | None = None) -> "Evaluation":
-        """Read metrics.json, curves.json and scores.csv of an evaluate output folder."""
-        metrics = read_json(folder / "metrics.json")
-        curves = read_json(folder / "curves.json") if (folder / "curves.json").exists() else None
-        scores = read_scores(folder / "scores.csv", warn) if (folder / "scores.csv").exists() else None
+    def load(cls, folder: Path, metrics: dict[str, Any], warn: Warn, name: str | None = None) -> Evaluation:
+        """The record in `folder` (its metrics.json already read): curves.json and scores.csv when present."""
+        curves = scores = None
+        try:
+            if (folder / CURVES_FILE).exists():
+                curves = read_curves(folder / CURVES_FILE)
+            if (folder / SCORES_FILE).exists():
+                scores = read_scores(folder / SCORES_FILE, warn)
+        except OddspotError as exc:
+            warn(f"skipped: {exc}")
         run = metrics.get("run") or {}
         return cls(name or str(run.get("category") or folder.name), folder, metrics, curves, scores)
-
-    @property
-    def model(self) -> Path | None:
-        """The saved model (run folder) that produced the scores, when it can still be found."""
-        return resolve((self.metrics.get("run") or {}).get("model"), self.folder)
 
 
 @dataclass
@@ -87,11 +68,8 @@ class Thresholds:
 
 
 def thresholds(ev: Evaluation) -> Thresholds:
-    """Calibrated thresholds (metrics["calibration"] or the run's calibration.json), else test F1-max."""
+    """The calibrated thresholds recorded in metrics.json ("calibration"), else the test F1-max ones."""
     cal = ev.metrics.get("calibration")
-    model = ev.model
-    if not cal and model is not None and (model / "calibration.json").exists():
-        cal = read_json(model / "calibration.json")
     if isinstance(cal, dict) and cal.get("image_threshold") is not None:
         strategy = str(cal.get("strategy", "calibrated"))
         info = cal.get("details") if isinstance(cal.get("details"), dict) else {}
@@ -147,8 +125,6 @@ def operating_points(ev: Evaluation, th: Thresholds) -> str:
     """Precision / recall / F1 / accuracy and counts at the shown thresholds."""
     image_at = ev.metrics["image"].get("at_threshold")
     if image_at is None and th.image is not None and ev.scores:
-        from oddspot.metrics import BinaryRankingMetrics
-
         m = BinaryRankingMetrics()
         m.update(np.array([r.score for r in ev.scores]), np.array([r.label for r in ev.scores], bool))
         with warnings.catch_warnings():
@@ -212,45 +188,13 @@ def breakdown_tables(ev: Evaluation) -> str:
     return '<div class="row">' + "".join(f"<div>{t}</div>" for t in out) + "</div>" if out else ""
 
 
-def gallery(ev: Evaluation, th: Thresholds, top_k: int, warn: Warn, thumb: int) -> str:
-    """The collapsed gallery sections; notes instead when scores or model are missing."""
-    if top_k == 0:
-        return '<p class="legend">Gallery turned off (--top 0).</p>'
-    if not ev.scores or th.image is None:
-        return '<p class="note">No gallery: scores.csv is missing from this output.</p>'
-    groups = choose(ev.scores, th.image, top_k)
-    model = ev.model
-    if model is None:
-        where = (ev.metrics.get("run") or {}).get("model")
-        warn(f"gallery of {ev.name}: saved model {where!r} not found; gallery left out")
-        return (f'<p class="note">No gallery: the saved model <code>{esc(where)}</code> was not found, so the chosen '
-                "images cannot be re-scored. Run the report where the run folder is reachable.</p>")
-    from oddspot.detectors.registry import load_detector
-
-    cards, skipped = render(groups, load_detector(model), th.pixel, warn, thumb)
-    scores = [r.score for r in ev.scores]
-    lo, hi = min(scores + [th.image]), max(scores + [th.image])
-    legend = ('<p class="legend"><span class="swatch"></span>ground-truth outline · heatmap colours run from 0 to the '
-              "model's stored display maximum (jet) · predicted mask = pixels whose anomaly score ≥ the pixel threshold "
-              f"{fmt(th.pixel, 4)} · the bar shows the score (dot) against the image threshold (line) within the range of test scores</p>")
-    parts = [legend]
-    for g in groups:
-        body = "".join(card_html(c, th.image, lo, hi) for c in cards[g.key])
-        body = f'<p class="legend">{esc(g.note)}</p><div class="cards">{body}</div>' if body else \
-            f'<p class="legend">{esc(g.note) if g.rows else "none"}</p>'
-        parts.append(details(f"{esc(g.title)} ({len(cards[g.key])})", f"<div>{body}</div>"))
-    if skipped:
-        parts.append('<p class="note">Skipped (could not be read): ' + "; ".join(esc(s) for s in skipped) + "</p>")
-    return "".join(parts)
-
-
-def section(ev: Evaluation, anchor: str, top_k: int, warn: Warn, thumb: int, heading: str = "h2") -> str:
+def section(ev: Evaluation, anchor: str, top_k: int, warn: Warn, thumb: int | None, heading: str = "h2") -> str:
     """The full section for one evaluation."""
     th = thresholds(ev)
     run = ev.metrics.get("run") or {}
     meta = " · ".join(f"{k.replace('_', ' ')}: {esc(fmt(run[k]))}" for k in ("split", "n_test", "predict_seconds")
                       if k in run)
-    src = f" · output <code>{esc(ev.folder)}</code>" if ev.folder else ""
+    src = f" · evaluation <code>{esc(ev.folder)}</code>" if ev.folder else ""
     cls = "" if th.calibrated else ' warn'
     caveat = f" ({th.detail})" if th.detail else ""
     caveat = caveat if th.calibrated else " (chosen on the test images themselves: optimistic)"
@@ -261,7 +205,8 @@ def section(ev: Evaluation, anchor: str, top_k: int, warn: Warn, thumb: int, hea
     bd = breakdown_tables(ev)
     if bd:
         parts += ["<h3>Breakdowns</h3>", bd]
-    parts += ["<h3>Gallery</h3>", gallery(ev, th, top_k, warn, thumb)]
+    scores = [r.score for r in ev.scores or ()]
+    parts += ["<h3>Gallery</h3>", gallery_html(ev.folder, ev.name, scores, top_k, thumb, warn)]
     return "".join(parts)
 
 

@@ -40,36 +40,38 @@ def _label(name: str, metric: str, value: Any) -> str:
     return f"{name} ({metric} {value:.3f})" if isinstance(value, (int, float)) else name
 
 
-def roc_plot(image: dict | None, pixel: dict | None, image_auroc: Any = None, pixel_auroc: Any = None) -> bytes | None:
-    """Image and pixel ROC curves on one axis."""
+def roc_plot(image: dict | None, pixel: dict | None, image_auroc: Any = None, pixel_auroc: Any = None,
+             names: tuple[str, str] = ("image", "pixel")) -> bytes | None:
+    """Image and pixel ROC curves on one axis (`names` labels the two levels)."""
     if not image and not pixel:
         return None
     fig, ax = _figure()
     ax.plot([0, 1], [0, 1], color="#b0b6c0", linestyle="--", linewidth=1)
     if image:
         ax.plot(image["fpr"], image["tpr"], color=IMAGE_COLOUR, linewidth=2, drawstyle="default",
-                label=_label("image", "AUROC", image_auroc))
+                label=_label(names[0], "AUROC", image_auroc))
     if pixel:
-        ax.plot(pixel["fpr"], pixel["tpr"], color=PIXEL_COLOUR, linewidth=2, label=_label("pixel", "AUROC", pixel_auroc))
+        ax.plot(pixel["fpr"], pixel["tpr"], color=PIXEL_COLOUR, linewidth=2, label=_label(names[1], "AUROC", pixel_auroc))
     ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="false positive rate", ylabel="true positive rate", title="ROC")
     ax.legend(loc="lower right", fontsize=9, frameon=False)
     return to_png(fig)
 
 
 def pr_plot(image: dict | None, pixel: dict | None, image_ap: Any = None, pixel_ap: Any = None,
-            image_prevalence: float | None = None, pixel_prevalence: float | None = None) -> bytes | None:
+            image_prevalence: float | None = None, pixel_prevalence: float | None = None,
+            names: tuple[str, str] = ("image", "pixel")) -> bytes | None:
     """Image and pixel precision-recall curves; dotted lines mark each chance level (prevalence)."""
     if not image and not pixel:
         return None
     fig, ax = _figure()
     if image:
         ax.step(image["recall"], image["precision"], where="post", color=IMAGE_COLOUR, linewidth=2,
-                label=_label("image", "AP", image_ap))
+                label=_label(names[0], "AP", image_ap))
         if image_prevalence is not None:
             ax.axhline(image_prevalence, color=IMAGE_COLOUR, linestyle=":", linewidth=1)
     if pixel:
         ax.step(pixel["recall"], pixel["precision"], where="post", color=PIXEL_COLOUR, linewidth=2,
-                label=_label("pixel", "AP", pixel_ap))
+                label=_label(names[1], "AP", pixel_ap))
         if pixel_prevalence is not None:
             ax.axhline(pixel_prevalence, color=PIXEL_COLOUR, linestyle=":", linewidth=1)
     ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision", title="Precision-recall")
@@ -118,4 +120,59 @@ def score_histogram(scores: Sequence[float], labels: Sequence[int], threshold: f
     ax.set(xlabel="image score", ylabel="images", title="Image scores: normal vs anomalous")
     ax.yaxis.get_major_locator().set_params(integer=True)
     ax.legend(fontsize=9, frameon=False)
+    return to_png(fig)
+
+
+def frame_score_plot(videos: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], title: str = "",
+                     threshold: float | None = None) -> bytes | None:
+    """Frame score over time, one row per video (frames, scores, labels), anomalous frames shaded."""
+    if not videos:
+        return None
+    fig = Figure(figsize=(WIDTH * 1.5, 1.3 * len(videos) + 0.7), dpi=DPI)
+    axes = fig.subplots(len(videos), 1, squeeze=False)[:, 0]
+    for ax, (name, (frames, scores, labels)) in zip(axes, videos.items()):
+        ax.fill_between(frames, 0, 1, where=labels.astype(bool), transform=ax.get_xaxis_transform(),
+                        color=ANOMALOUS_COLOUR, alpha=0.2, linewidth=0, step="mid")
+        ax.plot(frames, scores, color=IMAGE_COLOUR, linewidth=1)
+        if threshold is not None and np.isfinite(threshold):
+            ax.axhline(threshold, color="#111111", linewidth=0.8, linestyle="--")
+        ax.set_ylabel(name, fontsize=8)
+        ax.tick_params(labelsize=7)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    axes[-1].set_xlabel("frame")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return to_png(fig)
+
+
+def _arr(values: Sequence[Any]) -> np.ndarray:
+    """A JSON list as floats (null -> NaN)."""
+    return np.array([np.nan if v is None else v for v in values], float)
+
+
+CYCLE = ("#2458c6", "#d35400", "#1e8449", "#8e44ad", "#c0392b", "#16a085", "#7f8c8d", "#b7950b")
+
+
+def named_curves(curves: dict[str, dict], kind: str, values: dict[str, Any] | None = None,
+                 title: str = "") -> bytes | None:
+    """One ROC (`kind` "roc") or precision-recall ("pr") curve per name on one axis, e.g. per anomaly score."""
+    items = [(name, c.get(kind)) for name, c in curves.items() if isinstance(c, dict) and isinstance(c.get(kind), dict)]
+    if not items:
+        return None
+    fig, ax = _figure()
+    metric = "AUROC" if kind == "roc" else "AP"
+    if kind == "roc":
+        ax.plot([0, 1], [0, 1], color="#b0b6c0", linestyle="--", linewidth=1)
+    for i, (name, c) in enumerate(items):
+        label = _label(name, metric, (values or {}).get(name))
+        colour = CYCLE[i % len(CYCLE)]
+        if kind == "roc":
+            ax.plot(_arr(c["fpr"]), _arr(c["tpr"]), color=colour, linewidth=1.8, label=label)
+        else:
+            ax.step(_arr(c["recall"]), _arr(c["precision"]), where="post", color=colour, linewidth=1.8, label=label)
+    xlabel, ylabel = ("false positive rate", "true positive rate") if kind == "roc" else ("recall", "precision")
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel=xlabel, ylabel=ylabel,
+           title=title or ("ROC" if kind == "roc" else "Precision-recall"))
+    ax.legend(loc="lower right" if kind == "roc" else "upper right", fontsize=8, frameon=False)
     return to_png(fig)

@@ -1,8 +1,10 @@
 """The road-task section of a report: segmentation quality, pixel OOD metrics per score, panels.
 
-Reads the metrics.json of `oddspot.road.evaluate` (keys "segmentation" and "anomaly") and inlines
-the `<name>_panel.png` files of `oddspot.road.predict` found in a `panels/` folder next to it
-(input | prediction | overlay | confidence | anomaly score).
+Reads the evaluation record of `oddspot road evaluate`: metrics.json (task "road", keys
+"segmentation" and "anomaly", and "image" for the image-level decision), curves.json (pooled pixel
+ROC / PR per score, image-level curves), scores.csv (one row per test image) and the
+`<name>_panel.png` files in a `panels/` folder in or next to it (input | prediction | overlay |
+confidence | anomaly score).
 """
 
 from __future__ import annotations
@@ -12,16 +14,19 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from oddspot.errors import OddspotError
+from oddspot.records.evaluation import CURVES_FILE, SCORES_FILE
 from oddspot.report import plots
 from oddspot.report.gallery import Warn
 from oddspot.report.html import details, esc, fmt, img, table
+from oddspot.report.scores import read_curves, read_scores
 
 MAX_PANELS = 8
 MAX_PANEL_BYTES = 3 * 2**20
 
 
 def is_road(metrics: Any) -> bool:
-    """True for the metrics.json of a road evaluation."""
+    """True for the metrics of a road evaluation (segmentation and per-score anomaly metrics)."""
     return (isinstance(metrics, dict) and isinstance(metrics.get("segmentation"), dict)
             and isinstance((metrics.get("anomaly") or {}).get("scores"), dict))
 
@@ -48,6 +53,76 @@ def panel_files(folder: Path) -> list[Path]:
     return []
 
 
+def _curves(folder: Path, warn: Warn) -> dict[str, Any]:
+    path = folder / CURVES_FILE
+    if not path.exists():
+        return {}
+    try:
+        return read_curves(path, "road")
+    except OddspotError as exc:
+        warn(f"skipped: {exc}")
+        return {}
+
+
+def pixel_curves_html(anomaly: dict[str, Any], curves: dict[str, Any]) -> str:
+    """Pooled pixel ROC and PR curves, one line per anomaly score."""
+    pixel = curves.get("pixel") if isinstance(curves.get("pixel"), dict) else {}
+    scores = anomaly.get("scores") or {}
+    aurocs = {k: (v.get("pooled") or {}).get("auroc") for k, v in scores.items() if isinstance(v, dict)}
+    aps = {k: (v.get("pooled") or {}).get("ap") for k, v in scores.items() if isinstance(v, dict)}
+    figs = [("pixel ROC per score", plots.named_curves(pixel, "roc", aurocs, "Pixel ROC (pooled)")),
+            ("pixel PR per score", plots.named_curves(pixel, "pr", aps, "Pixel precision-recall (pooled)"))]
+    body = "".join(img(data, "image/png", alt) for alt, data in figs if data)
+    return f'<div class="plots">{body}</div>' if body else ""
+
+
+def image_html(metrics: dict[str, Any], folder: Path, curves: dict[str, Any], warn: Warn) -> str:
+    """The image-level decision (does a test image hold anomaly pixels?): its table, curves and score histogram."""
+    image = metrics.get("image")
+    if not isinstance(image, dict):
+        return ""
+    rows = [["score", image.get("score")], ["image statistic", image.get("statistic")],
+            ["images / with anomaly", f"{fmt(image.get('n_images'))} / {fmt(image.get('n_anomalous'))}"],
+            ["AUROC", image.get("auroc")], ["AP", image.get("ap")], ["F1-max", image.get("f1_max")],
+            ["threshold", image.get("threshold")]]
+    if image.get("tp") is not None:
+        rows += [["tp / fp", f"{image.get('tp')} / {image.get('fp')}"], ["tn / fn", f"{image.get('tn')} / {image.get('fn')}"]]
+    figs = []
+    image_curves = curves.get("image")
+    if isinstance(image_curves, dict):
+        named = {str(image.get("score") or "image"): image_curves}
+        figs.append(("image ROC", plots.named_curves(named, "roc", {next(iter(named)): image.get("auroc")},
+                                                     "Image ROC")))
+    if (folder / SCORES_FILE).exists():
+        try:
+            scored = read_scores(folder / SCORES_FILE, warn)
+        except OddspotError as exc:
+            warn(f"skipped: {exc}")
+            scored = []
+        threshold = image.get("threshold")
+        figs.append(("image score histogram", plots.score_histogram(
+            [r.score for r in scored], [r.label for r in scored],
+            float(threshold) if isinstance(threshold, (int, float)) else None)))
+    body = "".join(img(data, "image/png", alt) for alt, data in figs if data)
+    return ("<h3>Image level</h3>" + '<div class="row"><div>'
+            + table(["image level", "value"], rows, caption="Does a test image hold anomaly pixels?") + "</div></div>"
+            + (f'<div class="plots">{body}</div>' if body else ""))
+
+
+def sensitivity_html(anomaly: dict[str, Any]) -> str:
+    """Per score: precision / recall / F1 at thresholds around the validation one (collapsed)."""
+    parts = []
+    for score, r in (anomaly.get("scores") or {}).items():
+        rows = [[s.get("offset"), s.get("threshold"), s.get("precision"), s.get("recall"), s.get("f1")]
+                for s in (r.get("sensitivity") or []) if isinstance(s, dict)] if isinstance(r, dict) else []
+        if rows:
+            parts.append(table(["offset (spreads)", "threshold", "precision", "recall", "F1"], rows, caption=str(score)))
+    if not parts:
+        return ""
+    body = '<div class="row">' + "".join(f"<div>{p}</div>" for p in parts) + "</div>"
+    return details("Threshold sensitivity (per score)", f"<div>{body}</div>")
+
+
 def section(metrics: dict[str, Any], folder: Path, anchor: str, name: str, warn: Warn) -> str:
     """The road section: segmentation table and plot, anomaly-score table, panels."""
     seg, anomaly = metrics["segmentation"], metrics["anomaly"]
@@ -55,7 +130,7 @@ def section(metrics: dict[str, Any], folder: Path, anchor: str, name: str, warn:
     seg_rows = [["mIoU (classes present)", seg.get("miou")], ["pixel accuracy", seg.get("pixel_accuracy")],
                 ["images", seg.get("n_images")]]
     parts = [f'<h2 id="{anchor}">{esc(name)}</h2>',
-             f'<p class="meta">road task · run <code>{esc(metrics.get("run", "?"))}</code> · segmentation on the '
+             f'<p class="meta">road task · run <code>{esc(metrics.get("run") or "?")}</code> · segmentation on the '
              f'{esc(seg.get("split", "validation"))} split, anomaly scores on the {esc(anomaly.get("split", "test"))} split</p>',
              "<h3>Segmentation</h3>"]
     iou_table = table(["class", "IoU"], [[k, v] for k, v in iou.items()], sortable=True, caption="Per-class IoU")
@@ -73,8 +148,10 @@ def section(metrics: dict[str, Any], folder: Path, anchor: str, name: str, warn:
     caption = (f"Pixel anomaly scores ({fmt(anomaly.get('n_images'))} test images, "
                f"{fmt(anomaly.get('n_images_with_anomaly'))} with anomalies; pooled over all valid pixels, "
                "per-image = mean over images with both classes; thresholds from validation)")
+    curves = _curves(folder, warn)
     parts += ["<h3>Out-of-distribution metrics</h3>",
-              f'<div class="scroll">{table(headers, rows, sortable=True, caption=caption, cls="wide")}</div>']
+              f'<div class="scroll">{table(headers, rows, sortable=True, caption=caption, cls="wide")}</div>',
+              pixel_curves_html(anomaly, curves), sensitivity_html(anomaly), image_html(metrics, folder, curves, warn)]
     figures = []
     for path in panel_files(folder):
         data = path.read_bytes()
