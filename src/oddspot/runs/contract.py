@@ -1,0 +1,173 @@
+"""The run contract: every fitted model of every task and kind is one folder.
+
+    model.json         format_version 2, oddspot_version, task, kind, config, state, postprocess,
+                       and the sha256 and size of every tensor file
+    model.safetensors  every tensor of the model
+
+`model.json` is written last and names the hash of the tensor file it goes with, so a folder
+whose writing was interrupted, or whose tensors were changed afterwards, is refused on load
+instead of silently mixing old and new parts. Loading reads JSON and safetensors only: nothing
+is ever unpickled. Folders written by oddspot 0.1 (format 1) are refused with a one-line error
+that names `oddspot upgrade RUN`, which converts them (see `oddspot.runs.upgrade`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
+
+from oddspot import __version__
+from oddspot.errors import OddspotError
+from oddspot.files import atomic_write_bytes, write_json
+
+FORMAT_VERSION = 2
+MODEL_FILE = "model.json"
+TENSORS_FILE = "model.safetensors"
+TASKS = ("inspect", "road", "video")
+_KEYS = ("format_version", "oddspot_version", "task", "kind", "config", "state", "postprocess", "files")
+
+
+@dataclass
+class Record:
+    """What a model folder holds, in memory: JSON-able parts and named numpy tensors."""
+
+    task: str
+    kind: str
+    config: dict[str, Any]
+    state: dict[str, Any] = field(default_factory=dict)
+    postprocess: dict[str, Any] | None = None
+    tensors: dict[str, np.ndarray] = field(default_factory=dict)
+    oddspot_version: str = __version__
+    source: str = "<memory>"
+
+    def tensor(self, name: str, ndim: int | None = None, dtype: Any | None = None) -> np.ndarray:
+        """The tensor `name`, checked for presence, rank and dtype (one-line error naming the file)."""
+        where = f"{self.source}/{TENSORS_FILE}"
+        if name not in self.tensors:
+            raise OddspotError(f"{where}: tensor {name!r} missing; the model folder is incomplete, refit it")
+        t = self.tensors[name]
+        if ndim is not None and t.ndim != ndim:
+            raise OddspotError(f"{where}: tensor {name!r} has {t.ndim} dimensions, expected {ndim}; refit the model")
+        if dtype is not None and t.dtype != np.dtype(dtype):
+            raise OddspotError(f"{where}: tensor {name!r} is {t.dtype}, expected {np.dtype(dtype)}; refit the model")
+        return t
+
+    def prefixed(self, prefix: str) -> dict[str, np.ndarray]:
+        """Tensors whose names start with `prefix` + '.', with the prefix removed (for nested models)."""
+        p = prefix + "."
+        return {k[len(p):]: v for k, v in self.tensors.items() if k.startswith(p)}
+
+
+def to_numpy(tensors: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Tensors (numpy arrays or torch tensors) as contiguous CPU numpy arrays."""
+    out = {}
+    for name, t in tensors.items():
+        if hasattr(t, "detach"):
+            t = t.detach().to("cpu").contiguous().numpy()
+        out[name] = np.ascontiguousarray(t).reshape(np.shape(t))  # ascontiguousarray turns 0-d into 1-d
+    return out
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_record(folder: str | Path, record: Record) -> Path:
+    """Write `record` to `folder`: the tensor file first, model.json (with its hash) last."""
+    if record.task not in TASKS:
+        raise OddspotError(f"task {record.task!r} unknown; use one of {', '.join(TASKS)}")
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OddspotError(f"{folder}: exists and is not a folder; pass a folder for the model")
+    data = st_save(to_numpy(record.tensors))
+    atomic_write_bytes(folder / TENSORS_FILE, data)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "oddspot_version": record.oddspot_version,
+        "task": record.task,
+        "kind": record.kind,
+        "config": record.config,
+        "state": record.state,
+        "postprocess": record.postprocess,
+        "files": {TENSORS_FILE: {"sha256": sha256(data), "size": len(data)}},
+    }
+    write_json(folder / MODEL_FILE, meta)
+    return folder
+
+
+def read_model_json(folder: str | Path) -> dict[str, Any]:
+    """model.json of a run folder, checked for its format and the types of its top-level fields."""
+    folder = Path(folder)
+    path = folder / MODEL_FILE
+    if not folder.is_dir():
+        raise OddspotError(f"{folder}: no such run folder; pass a folder written by `oddspot <task> fit`")
+    if not path.is_file():
+        if (folder / "config.json").is_file():  # a road run of oddspot 0.1
+            raise OddspotError(f"{folder}: written by oddspot 0.1 (format 1); convert it with `oddspot upgrade {folder}`")
+        raise OddspotError(f"{folder}: not a saved oddspot model ({MODEL_FILE} missing); pass a folder written by `oddspot <task> fit`")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise OddspotError(f"{path}: not valid JSON ({exc}); the file is damaged, refit the model") from None
+    if not isinstance(meta, dict):
+        raise OddspotError(f"{path}: expected a JSON object; the file is damaged, refit the model")
+    version = meta.get("format_version")
+    if version == 1:
+        raise OddspotError(f"{path}: written by oddspot 0.1 (format 1); convert it with `oddspot upgrade {folder}`")
+    if version != FORMAT_VERSION or isinstance(version, bool):
+        raise OddspotError(f"{path}: format_version {version!r} unsupported (this oddspot reads {FORMAT_VERSION}); "
+                           "use the oddspot version that wrote it")
+    missing = [k for k in _KEYS if k not in meta]
+    if missing:
+        raise OddspotError(f"{path}: field {missing[0]} missing; the file is damaged, refit the model")
+    expected = {"oddspot_version": str, "task": str, "kind": str, "config": dict, "state": dict, "files": dict}
+    for key, tp in expected.items():
+        if not isinstance(meta[key], tp):
+            raise OddspotError(f"{path}: field {key} must be {'an object' if tp is dict else 'text'}, got {meta[key]!r:.60}")
+    if meta["postprocess"] is not None and not isinstance(meta["postprocess"], dict):
+        raise OddspotError(f"{path}: field postprocess must be an object or null")
+    if meta["task"] not in TASKS:
+        raise OddspotError(f"{path}: task {meta['task']!r} unknown; this oddspot knows {', '.join(TASKS)}")
+    info = meta["files"].get(TENSORS_FILE)
+    if (not isinstance(info, dict) or not isinstance(info.get("sha256"), str) or len(info["sha256"]) != 64
+            or isinstance(info.get("size"), bool) or not isinstance(info.get("size"), int)):
+        raise OddspotError(f"{path}: files.{TENSORS_FILE} must hold its sha256 and size; the file is damaged, refit the model")
+    return meta
+
+
+def load_record(folder: str | Path, task: str | None = None, kind: str | None = None) -> Record:
+    """Read and verify a model folder: types of model.json, size and sha256 of the tensor file,
+    finite float tensors. `task` / `kind`, when given, must match what the folder holds."""
+    folder = Path(folder)
+    meta = read_model_json(folder)
+    path = folder / MODEL_FILE
+    if task is not None and meta["task"] != task:
+        raise OddspotError(f"{folder}: holds a {meta['task']} model, not a {task} model; use `oddspot {meta['task']} ...`")
+    if kind is not None and meta["kind"] != kind:
+        raise OddspotError(f"{path}: holds a {meta['kind']!r} model, not {kind!r}")
+    tpath = folder / TENSORS_FILE
+    try:
+        data = tpath.read_bytes()
+    except OSError as exc:
+        raise OddspotError(f"{tpath}: cannot read ({exc.strerror or exc}); the model folder is incomplete, refit it") from None
+    info = meta["files"][TENSORS_FILE]
+    if len(data) != info["size"] or sha256(data) != info["sha256"]:
+        raise OddspotError(f"{tpath}: size or sha256 does not match {MODEL_FILE}; the file was changed or damaged, "
+                           "restore it or refit the model")
+    try:
+        tensors = st_load(data)
+    except (SafetensorError, ValueError, OSError) as exc:
+        raise OddspotError(f"{tpath}: not a readable safetensors file ({exc}); refit the model") from None
+    for name, t in tensors.items():
+        if t.dtype.kind == "f" and not np.isfinite(t).all():
+            raise OddspotError(f"{tpath}: tensor {name!r} holds NaN or infinite values; refit the model")
+    return Record(meta["task"], meta["kind"], meta["config"], meta["state"], meta["postprocess"], tensors,
+                  meta["oddspot_version"], str(folder))

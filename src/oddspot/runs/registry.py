@@ -1,0 +1,54 @@
+"""Every model of every task, keyed by `(task, kind)`: build new ones, load saved ones.
+
+Entries name their class by import path and are imported on first use, so this low layer never
+imports the task packages above it, and `oddspot --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from oddspot.errors import OddspotError
+from oddspot.runs.contract import MODEL_FILE, TASKS, load_record
+
+MODELS: dict[tuple[str, str], str] = {
+    ("inspect", "patchcore"): "oddspot.detectors.patchcore:PatchCore",
+    ("inspect", "padim"): "oddspot.detectors.padim:PaDiM",
+    ("inspect", "cascade"): "oddspot.detectors.cascade:Cascade",
+    ("road", "deeplabv3plus"): "oddspot.road.estimator:RoadModel",
+    ("video", "motion"): "oddspot.video.motion:MotionDetector",
+    ("video", "autoencoder"): "oddspot.video.autoencoder:FrameAutoencoder",
+}
+
+
+def kinds(task: str) -> tuple[str, ...]:
+    """The model kinds of `task`, in registry order."""
+    if task not in TASKS:
+        raise OddspotError(f"task {task!r} unknown; use one of {', '.join(TASKS)}")
+    return tuple(k for t, k in MODELS if t == task)
+
+
+def model_class(task: str, kind: str) -> Any:
+    """The class registered for `(task, kind)`."""
+    key = (task, kind)
+    if key not in MODELS:
+        raise OddspotError(f"{task} model {kind!r} unknown; use one of {', '.join(kinds(task))}")
+    module, name = MODELS[key].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def build_model(task: str, kind: str, options: dict[str, Any] | None = None) -> Any:
+    """A new, unfitted model; unknown or invalid options are a one-line error."""
+    return model_class(task, kind)(**(options or {}))
+
+
+def load_model(folder: str | Path, task: str | None = None, **kwargs: Any) -> Any:
+    """Load whichever model a run folder holds (checked: format, hashes, task when given)."""
+    record = load_record(folder, task)
+    key = (record.task, record.kind)
+    if key not in MODELS:
+        raise OddspotError(f"{Path(folder) / MODEL_FILE}: unknown {record.task} model kind {record.kind!r}; "
+                           f"this oddspot knows {', '.join(kinds(record.task))}")
+    return model_class(*key).from_record(record, **kwargs)
