@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from oddspot import inspection
+from oddspot import inspect
 from oddspot.data.demo_dataset import TEXTURES, build_demo_dataset
-from oddspot.detectors.registry import load_detector
+from oddspot.runs.registry import load_model
 
 
 def latency(run: Path, images: list[np.ndarray]) -> float:
-    detector = load_detector(run)
+    detector = load_model(run, "inspect")
     detector.predict(images[:2])
     t = time.perf_counter()
     detector.predict(images, maps=True)
@@ -43,15 +43,15 @@ def main() -> None:
         res = {}
         for model in ("patchcore", "padim", "cascade"):
             run = args.out / model / cat
-            inspection.fit(data, cat, run, model=model)
-            res[model] = inspection.evaluate(run, data, cat, args.out / f"eval-{model}" / cat, bootstrap=0)
-        test = [r.load().image for r in inspection._test_refs(args.out / "patchcore" / cat, data, cat, None)[0]]
+            inspect.fit(data, cat, run, model=model)
+            res[model] = inspect.evaluate(run, data, cat, args.out / f"eval-{model}" / cat, bootstrap=0, gallery=0)
+        test = [r.load().image for r in inspect.split_test_refs(args.out / "patchcore" / cat, data, cat, None)[0]]
         lat = {m: latency(args.out / m / cat, test) for m in ("patchcore", "cascade")}
         strategies = {}
         for strategy in ("f1", "synthetic", "quantile"):
             run = args.out / f"patchcore-{strategy}" / cat
-            inspection.calibrate(args.out / "patchcore" / cat, data, cat, run, strategy=strategy)
-            m = inspection.evaluate(run, data, cat, args.out / f"eval-{strategy}" / cat, bootstrap=0)
+            inspect.recalibrate(args.out / "patchcore" / cat, data, cat, run, strategy=strategy)
+            m = inspect.evaluate(run, data, cat, args.out / f"eval-{strategy}" / cat, bootstrap=0, gallery=0)
             strategies[strategy] = m["image"]["at_threshold"]["f1"]
         rows.append((cat, res, lat, strategies))
         call = res["cascade"]["cascade"]["localizer_call_rate"]

@@ -18,11 +18,11 @@ import time
 # against each other while predict alternates between them. Set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from oddspot.data.demo_dataset import texture_photo  # noqa: E402
-from oddspot.detectors import PatchCore  # noqa: E402
+from oddspot.data.demo_dataset import texture_photo
+from oddspot.detectors import PatchCore
 
 
 def tiles(n: int, size: int, seed: int) -> list[np.ndarray]:
@@ -65,7 +65,7 @@ def bench(size: int, n_train: int, n_test: int, ratio: float, predict_ratios: li
     for _ in range(repeats):
         backbone_s.append(seconds(backbone))
         for r, m in models.items():
-            predict_s[r].append(seconds(lambda: m.predict(test, maps=True)))
+            predict_s[r].append(seconds(lambda m=m: m.predict(test, maps=True)))
     backbone_ips = n_test / min(backbone_s)
 
     print(f"size {size} px | backbone-only {backbone_ips:6.1f} img/s | fit at {ratio:.0%}: {n_train / fit_s:6.1f} img/s "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import shutil
 import subprocess
@@ -33,15 +34,38 @@ def fitted_run(tiny_mvtec, small_options, tmp_path_factory) -> Path:
 
 
 def test_fit_writes_model_split_and_run_info(fitted_run):
-    for name in ("model.json", "memory_bank.safetensors", "split.json", "run.json"):
-        assert (fitted_run / name).exists()
-    assert json.loads((fitted_run / "run.json").read_text())["split"] == "validation"
+    assert sorted(p.name for p in fitted_run.iterdir()) == ["model.json", "model.safetensors", "run.json", "split.json"]
+    run = json.loads((fitted_run / "run.json").read_text())
+    assert run["split"] == "validation" and run["seed"] == 0 and run["calibration"] == "f1"
 
 
-def test_evaluate_writes_metrics(fitted_run, tiny_mvtec, tmp_path):
-    res = run_cli("evaluate", fitted_run, tiny_mvtec, "--category", "brick", "--out", tmp_path, "--bootstrap", "50")
+def test_model_json_is_format_2_with_calibration_and_tensor_hash(fitted_run, small_options):
+    meta = json.loads((fitted_run / "model.json").read_text())
+    assert list(meta) == ["format_version", "oddspot_version", "task", "kind", "config", "state", "postprocess", "files"]
+    assert (meta["format_version"], meta["task"], meta["kind"]) == (2, "inspect", "patchcore")
+    assert {k: meta["config"][k] for k in small_options} == small_options and meta["config"]["seed"] == 0
+    assert meta["state"]["memory_bank_size"] > 0 and meta["state"]["map_display_max"] > 0
+    post = meta["postprocess"]
+    assert post["strategy"] == "f1" and post["image"]["low"] <= post["image_threshold"] <= post["image"]["high"]
+    assert post["pixel_threshold"] == post["pixel"]["threshold"]
+    data = (fitted_run / "model.safetensors").read_bytes()
+    assert meta["files"] == {"model.safetensors": {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}}
+
+
+def test_evaluate_writes_the_evaluation_record(fitted_run, tiny_mvtec, tmp_path):
+    res = run_cli("inspect", "evaluate", fitted_run, tiny_mvtec, "--category", "brick", "--out", tmp_path,
+                  "--bootstrap", "50", "--seed", "7", "--gallery", "2")
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "metrics.json").read_text())
+    assert list(m)[:2] == ["task", "record_version"] and m["task"] == "inspect"
+    assert m["run"]["seed"] == 7 and m["calibration"]["strategy"] == "f1"
+    rows = list(csv.DictReader((tmp_path / "scores.csv").open()))
+    assert list(rows[0]) == ["path", "label", "defect_type", "score", "normalized", "anomalous"]
+    assert len(rows) == m["run"]["n_test"] and {"image", "pixel"} <= set(json.loads((tmp_path / "curves.json").read_text()))
+    gallery = json.loads((tmp_path / "gallery" / "gallery.json").read_text())
+    cards = [c for g in gallery["groups"] for c in g["cards"]]
+    assert cards and all((tmp_path / "gallery" / f).is_file() for c in cards for f in c["files"].values())
+    assert gallery["image_threshold"] == m["calibration"]["image_threshold"]
     assert 0.0 <= m["image"]["auroc"] <= 1.0 and 0.0 <= m["pixel"]["auroc"] <= 1.0
     assert {"aupro", "ap", "fpr95_first", "f1_max"} <= set(m["pixel"])
     assert m["run"]["split"] == "validation"
@@ -93,12 +117,16 @@ def _bad_input_cases(tiny_mvtec: Path, run: Path, tmp: Path):
         "mask size": (["evaluate", run, wrong, "-c", "brick", "-o", tmp / "e1", "--split", "standard"], mask.name),
         "unknown option": (["fit", tiny_mvtec, "-c", "brick", "-o", tmp / "r5", "--coreset", "0.1"], "--coreset"),
         "bad config key": (["fit", tiny_mvtec, "-c", "brick", "-o", tmp / "r6", "--config", tmp / "bad.yaml"], "corset_ratio"),
+        "bad config value": (["inspect", "fit", tiny_mvtec, "-c", "brick", "-o", tmp / "r7", "--config", tmp / "range.yaml"],
+                             "range.yaml: coreset_ratio"),
+        "unknown model": (["inspect", "fit", tiny_mvtec, "-c", "brick", "-o", tmp / "r8", "--model", "knn"], "knn"),
         "not a run": (["predict", tmp, tiny_mvtec, "-o", tmp / "p"], "model.json"),
     }
 
 
 def test_bad_inputs_give_one_line_error_and_exit_2(tiny_mvtec, fitted_run, tmp_path):
     (tmp_path / "bad.yaml").write_text("corset_ratio: 0.1\n")
+    (tmp_path / "range.yaml").write_text("coreset_ratio: 2.0\n")
     for name, (args, needle) in _bad_input_cases(tiny_mvtec, fitted_run, tmp_path).items():
         proc = subprocess.run([sys.executable, "-m", "oddspot", *map(str, args)], capture_output=True, text=True)
         assert proc.returncode == 2, (name, proc.stdout, proc.stderr)
@@ -108,7 +136,63 @@ def test_bad_inputs_give_one_line_error_and_exit_2(tiny_mvtec, fitted_run, tmp_p
         assert len(lines) <= 3, (name, proc.stderr)
 
 
-def test_every_verb_has_help():
-    for verb in ("fit", "predict", "evaluate", "demo"):
-        res = run_cli(verb, "--help")
+def test_every_verb_has_help_and_the_common_options():
+    res = run_cli("inspect", "--help")
+    assert res.exit_code == 0
+    assert all(f"  {verb} " in res.output for verb in ("fit", "predict", "evaluate", "demo", "data")), res.output
+    for verb in ("fit", "predict", "evaluate", "demo", "data"):
+        res = run_cli("inspect", verb, "--help")
         assert res.exit_code == 0 and "Usage" in res.output
+        assert all(opt in res.output for opt in ("--out", "--config", "--seed", "--threads", "--device")), verb
+
+
+def test_top_level_verbs_are_aliases_of_inspect():
+    inspect_group = cli.commands["inspect"]
+    for verb in ("fit", "predict", "evaluate", "demo"):
+        assert cli.commands[verb] is inspect_group.commands[verb]
+    assert "data" not in cli.commands
+    assert run_cli("fit", "--help").output == run_cli("inspect", "fit", "--help").output.replace("cli inspect fit", "cli fit")
+
+
+def test_tampered_tensor_file_is_refused_with_one_line(fitted_run, tiny_mvtec, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(fitted_run, run)
+    data = bytearray((run / "model.safetensors").read_bytes())
+    data[-3] ^= 0x01  # one byte of the memory bank
+    (run / "model.safetensors").write_bytes(bytes(data))
+    proc = subprocess.run([sys.executable, "-m", "oddspot", "inspect", "predict", str(run),
+                           str(tiny_mvtec / "brick" / "test" / "good"), "-o", str(tmp_path / "p")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "sha256" in lines[0] and "model.safetensors" in lines[0], proc.stderr
+
+
+def test_data_writes_a_dataset_that_fits(tmp_path):
+    res = run_cli("inspect", "data", "-o", tmp_path / "d", "-c", "gravel", "--n-train", "3", "--n-test-good", "1",
+                  "--n-test-bad", "2", "--tile", "48", "--seed", "5")
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "d" / "gravel" / "train" / "good").iterdir())) == 3
+    assert json.loads((tmp_path / "d" / "dataset.json").read_text())["seed"] == 5
+
+
+def test_verb_config_file_sets_option_values(fitted_run, tiny_mvtec, tmp_path):
+    (tmp_path / "eval.yaml").write_text("category: brick\nbootstrap: 0\ngallery: 0\nsplit: standard\n")
+    res = run_cli("inspect", "evaluate", fitted_run, tiny_mvtec, "-o", tmp_path / "e", "--config", tmp_path / "eval.yaml")
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert m["run"]["n_test"] == 9 and not (tmp_path / "e" / "gallery").exists()
+
+
+def test_report_needs_neither_model_nor_dataset_after_evaluate(fitted_run, tiny_mvtec, tmp_path):
+    run, data = tmp_path / "run", tmp_path / "data"
+    shutil.copytree(fitted_run, run)
+    shutil.copytree(tiny_mvtec, data)
+    res = run_cli("evaluate", run, data, "-c", "brick", "-o", tmp_path / "eval", "--bootstrap", "0", "--gallery", "2")
+    assert res.exit_code == 0, res.output
+    shutil.rmtree(run)
+    shutil.rmtree(data)
+    res = run_cli("report", tmp_path / "eval")
+    assert res.exit_code == 0, res.output
+    html = (tmp_path / "eval" / "report.html").read_text()
+    assert "brick" in html and "data:image/png;base64" in html

@@ -16,7 +16,7 @@ def test_every_mode_decodes_to_rgb_uint8(tmp_path, mode):
     rgb = (np.random.default_rng(0).random((12, 10, 3)) * 255).astype(np.uint8)
     img = Image.fromarray(rgb)
     if mode == "I;16":
-        img = Image.fromarray((rgb[..., 0].astype(np.uint16) * 257))
+        img = Image.fromarray(rgb[..., 0].astype(np.uint16) * 257)
     elif mode == "P":
         img = img.quantize(16)
     else:
@@ -86,3 +86,14 @@ def test_results_are_written_with_usual_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_mvtec_reader_skips_hidden_files(tiny_mvtec, tmp_path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_mvtec, root)
+    (root / "brick" / "train" / "good" / "._000.png").write_bytes(b"AppleDouble metadata, not an image")
+    (root / "brick" / "test" / "good" / ".DS_Store.png").write_bytes(b"")
+    refs = read_mvtec(root, "brick")
+    assert len(refs["train"]) == 10 and len(refs["test"]) == 9

@@ -10,12 +10,11 @@ import warnings
 import numpy as np
 import pytest
 
-from oddspot import inspection
-from oddspot.calibration import Calibration
+from oddspot import inspect
 from oddspot.data.mvtec import read_mvtec
 from oddspot.detectors.cascade import Cascade, GateCollapseWarning
 from oddspot.detectors.padim import PaDiM
-from oddspot.detectors.registry import load_detector
+from oddspot.runs.registry import load_model
 
 FAST = {"image_size": 64, "coreset_ratio": 0.25, "batch_size": 4}
 
@@ -23,7 +22,7 @@ FAST = {"image_size": 64, "coreset_ratio": 0.25, "batch_size": 4}
 @pytest.fixture(scope="module")
 def calibrated_run(tiny_mvtec, tmp_path_factory):
     run = tmp_path_factory.mktemp("cal")
-    info = inspection.fit(tiny_mvtec, "brick", run, options=FAST)
+    info = inspect.fit(tiny_mvtec, "brick", run, options=FAST)
     assert info["calibration"] == "f1"
     return run
 
@@ -45,8 +44,8 @@ def test_padim_detects_and_round_trips(tiny_mvtec, tmp_path):
 
 
 def test_shuffled_and_regrouped_batches_give_identical_scores_and_decisions(calibrated_run, tiny_mvtec):
-    detector = load_detector(calibrated_run)
-    cal = Calibration.load(calibrated_run)
+    detector = load_model(calibrated_run, "inspect")
+    cal = detector.postprocess
     images = [r.load().image for r in read_mvtec(tiny_mvtec, "brick")["test"]]
     base = detector.predict(images, maps=False).scores
     order = np.random.default_rng(3).permutation(len(images))
@@ -61,7 +60,7 @@ def test_shuffled_and_regrouped_batches_give_identical_scores_and_decisions(cali
 
 def test_fresh_process_predict_decides_identically(calibrated_run, tiny_mvtec, tmp_path):
     folder = tiny_mvtec / "brick" / "test"
-    inspection.predict(calibrated_run, [folder], tmp_path / "here")
+    inspect.predict(calibrated_run, [folder], tmp_path / "here")
     subprocess.run([sys.executable, "-m", "oddspot", "predict", str(calibrated_run), str(folder), "-o", str(tmp_path / "fresh")],
                    check=True, capture_output=True)
     here = list(csv.DictReader((tmp_path / "here" / "scores.csv").open()))
@@ -72,7 +71,7 @@ def test_fresh_process_predict_decides_identically(calibrated_run, tiny_mvtec, t
 
 
 def test_evaluate_reports_decisions_at_the_calibrated_threshold(calibrated_run, tiny_mvtec, tmp_path):
-    m = inspection.evaluate(calibrated_run, tiny_mvtec, "brick", tmp_path, bootstrap=0)
+    m = inspect.evaluate(calibrated_run, tiny_mvtec, "brick", tmp_path, bootstrap=0, gallery=0)
     assert m["calibration"]["strategy"] == "f1"
     assert {"precision", "recall", "f1"} <= set(m["image"]["at_threshold"])
     assert m["pixel"]["at_threshold"]["f1"] >= 0.0
@@ -80,9 +79,9 @@ def test_evaluate_reports_decisions_at_the_calibrated_threshold(calibrated_run, 
 
 @pytest.mark.parametrize("strategy", ["synthetic", "quantile"])
 def test_no_anomaly_strategies_recalibrate_a_run(calibrated_run, tiny_mvtec, tmp_path, strategy):
-    cal = inspection.calibrate(calibrated_run, tiny_mvtec, "brick", tmp_path / strategy, strategy=strategy)
-    assert cal.strategy == strategy and Calibration.load(tmp_path / strategy).strategy == strategy
-    assert Calibration.load(calibrated_run).strategy == "f1"
+    cal = inspect.recalibrate(calibrated_run, tiny_mvtec, "brick", tmp_path / strategy, strategy=strategy)
+    assert cal.strategy == strategy and load_model(tmp_path / strategy).postprocess.strategy == strategy
+    assert load_model(calibrated_run).postprocess.strategy == "f1"
 
 
 def test_cascade_gate_keeps_validation_recall_and_round_trips(tiny_mvtec, tmp_path):
@@ -99,7 +98,9 @@ def test_cascade_gate_keeps_validation_recall_and_round_trips(tiny_mvtec, tmp_pa
     assert cascade.last_call["n_localizer"] == int(np.sum((gate >= th["low"]) & (gate <= th["high"])))
     assert len(pred.maps) == len(val) and pred.maps[0].shape == val[0].image.shape[:2]
     cascade.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.safetensors"]  # no sub-folders
     again = Cascade.load(tmp_path)
+    assert again.gate.backbone is again.localizer.backbone is again.backbone
     assert np.array_equal(again.predict([s.image for s in val], maps=False).scores, pred.scores)
 
 

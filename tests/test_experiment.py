@@ -61,6 +61,9 @@ def test_grid_expansion_and_cell_ids(tmp_path):
     ({"ablations": [{"name": "x", "grid": {"coreset_ratio": 0.1}}]}, "non-empty lists"),
     ({"ablations": [{"name": "x", "grid": {"k": [1]}}, {"name": "x", "grid": {"k": [2]}}]}, "unique"),
     ({"seed": -1}, "seed"),
+    ({"detectors": {"patchcore": {"coreset_ratio": "0.1"}}}, "detectors.patchcore`: coreset_ratio"),
+    ({"ablations": [{"name": "x", "grid": {"image_size": [64, 8]}}]}, "ablations.0.`: image_size"),
+    ({"ablations": [{"name": "x", "grid": {"num_neighbours": [1]}}]}, "unknown option"),
 ])
 def test_bad_config_is_one_line_error_naming_the_file(tmp_path, override, message):
     path = write_config(tmp_path, tmp_path / "data", **override)

@@ -60,11 +60,25 @@ def test_unknown_option_fails_loudly():
         PatchCore(scoring="mean")
 
 
+@pytest.mark.parametrize("options, needle", [
+    ({"coreset_ratio": 0.0}, "coreset_ratio"), ({"coreset_ratio": 1.5}, "coreset_ratio"),
+    ({"image_size": 16}, "image_size"), ({"image_size": 4096}, "image_size"), ({"batch_size": 0}, "batch_size"),
+    ({"batch_size": 5000}, "batch_size"), ({"projection_dim": 0}, "projection_dim"), ({"blur_sigma": -1.0}, "blur_sigma"),
+    ({"num_neighbors": 0}, "num_neighbors"), ({"image_size": "64"}, "image_size"), ({"batch_size": True}, "batch_size"),
+    ({"coreset_ratio": float("nan")}, "coreset_ratio"), ({"layers": ["stage3"]}, "layers"),
+])
+def test_out_of_range_or_mistyped_option_is_a_one_line_error(options, needle):
+    with pytest.raises(OddspotError, match=needle) as info:
+        PatchCore(**options)
+    assert "\n" not in str(info.value)
+
+
 def test_saved_model_scores_bit_identically_in_fresh_process(fitted, tmp_path, tiny_mvtec):
     model, test = fitted
     model.save(tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
-    assert meta["format_version"] == 1 and meta["detector"] == "patchcore" and "oddspot_version" in meta
+    assert meta["format_version"] == 2 and (meta["task"], meta["kind"]) == ("inspect", "patchcore")
+    assert "oddspot_version" in meta and sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.json", "model.safetensors"]
     paths = [s.meta["path"] for s in test]
     expected = model.predict([s.image for s in test], maps=False).scores
     code = (

@@ -10,24 +10,22 @@ Strategies (the one used is recorded):
 
 Image and pixel thresholds are fitted separately. Normalization is a fixed piecewise-linear map
 from stored statistics (low end, threshold, high end) to [0, 1] with the threshold at 0.5, so a
-sample's normalized score never depends on the other samples in its batch.
+sample's normalized score never depends on the other samples in its batch. A `Calibration` is
+the inspect models' post-processor: it travels in `model.json["postprocess"]` (`to_dict` /
+`from_dict`), so decisions always come with the model that made the scores.
 """
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from oddspot.errors import OddspotError
-from oddspot.files import write_json
-from oddspot.metrics import BinaryRankingMetrics
 
 STRATEGIES = ("auto", "f1", "synthetic", "quantile", "fixed")
-CALIBRATION_FILE = "calibration.json"
 
 
 @dataclass
@@ -43,6 +41,22 @@ class ScoreScale:
         below = 0.5 * (s - self.low) / max(self.threshold - self.low, 1e-12)
         above = 0.5 + 0.5 * (s - self.threshold) / max(self.high - self.threshold, 1e-12)
         return np.clip(np.where(s < self.threshold, below, above), 0.0, 1.0)
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str) -> ScoreScale:
+        """A scale from `{"low", "threshold", "high"}`: finite numbers with low <= threshold <= high."""
+        if not isinstance(d, dict) or set(d) != {"low", "threshold", "high"}:
+            raise OddspotError(f"{source}: expected an object with low, threshold and high, got {d!r:.80}")
+        values = []
+        for key in ("low", "threshold", "high"):
+            v = d[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise OddspotError(f"{source}.{key}: expected a finite number, got {v!r}")
+            values.append(float(v))
+        low, threshold, high = values
+        if not low <= threshold <= high:
+            raise OddspotError(f"{source}: needs low <= threshold <= high, got {low!r}, {threshold!r}, {high!r}")
+        return cls(low, threshold, high)
 
 
 @dataclass
@@ -73,32 +87,41 @@ class Calibration:
         return anomaly_map >= self.pixel.threshold
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (stored as `model.json["postprocess"]`; the thresholds repeated for readers)."""
         return {"strategy": self.strategy, "image_threshold": self.image_threshold,
                 "pixel_threshold": self.pixel_threshold, "image": asdict(self.image),
                 "pixel": asdict(self.pixel) if self.pixel is not None else None, "details": self.details}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Calibration":
-        return cls(d["strategy"], ScoreScale(**d["image"]), ScoreScale(**d["pixel"]) if d.get("pixel") else None,
-                   d.get("details", {}))
-
-    def save(self, folder: str | Path) -> None:
-        write_json(Path(folder) / CALIBRATION_FILE, self.to_dict())
-
-    @classmethod
-    def load(cls, folder: str | Path) -> "Calibration | None":
-        """The calibration stored in a run folder, or None when the run has none."""
-        path = Path(folder) / CALIBRATION_FILE
-        if not path.exists():
-            return None
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise OddspotError(f"{path}: corrupt calibration ({exc}); re-run `oddspot fit`") from None
+    def from_dict(cls, d: Any, source: str = "calibration") -> Calibration:
+        """The calibration `to_dict` wrote, checked strictly; anything else is a one-line error naming `source`."""
+        if not isinstance(d, dict):
+            raise OddspotError(f"{source}: expected an object, got {type(d).__name__}")
+        known = {"strategy", "image_threshold", "pixel_threshold", "image", "pixel", "details"}
+        unknown = sorted(str(k) for k in d if k not in known)
+        if unknown:
+            raise OddspotError(f"{source}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        for key in ("strategy", "image"):
+            if key not in d:
+                raise OddspotError(f"{source}: field {key} missing")
+        strategy = d["strategy"]
+        if strategy not in STRATEGIES[1:]:
+            raise OddspotError(f"{source}.strategy: {strategy!r} unknown; expected one of {', '.join(STRATEGIES[1:])}")
+        image = ScoreScale.from_dict(d["image"], f"{source}.image")
+        pixel = ScoreScale.from_dict(d["pixel"], f"{source}.pixel") if d.get("pixel") is not None else None
+        details = d.get("details", {})
+        if not isinstance(details, dict):
+            raise OddspotError(f"{source}.details: expected an object, got {details!r:.60}")
+        for key, scale in (("image_threshold", image), ("pixel_threshold", pixel)):
+            if key in d and d[key] != (scale.threshold if scale is not None else None):
+                raise OddspotError(f"{source}.{key}: {d[key]!r} disagrees with the stored scale; the file was edited")
+        return cls(strategy, image, pixel, dict(details))
 
 
 def f1_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(threshold, F1) maximizing F1 when predicting anomalous iff score >= threshold."""
+    from oddspot.metrics import BinaryRankingMetrics  # here, not at the top: the CLI imports this module for --help
+
     m = BinaryRankingMetrics()
     m.update(np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(bool))
     r = m.compute()
@@ -148,6 +171,8 @@ def _pixel_scale(maps: list[np.ndarray], masks: list[np.ndarray], strategy: str,
         normal = np.concatenate([a[~m].ravel() for a, m in zip(maps, masks)])
         return _scale(normal, np.array([]), fixed), {"fixed": fixed}
     if strategy in ("f1", "synthetic") and has_defects:
+        from oddspot.metrics import BinaryRankingMetrics
+
         metric = BinaryRankingMetrics()
         for a, m in zip(maps, masks):
             metric.update(a, m)

@@ -1,4 +1,8 @@
-"""Inspect-task verbs: fit, predict, evaluate, demo."""
+"""Inspect-task verbs: `oddspot inspect fit | predict | evaluate | demo | data`.
+
+`oddspot fit | predict | evaluate | demo` are aliases: the very same commands, registered at the
+top level too.
+"""
 
 from __future__ import annotations
 
@@ -7,35 +11,44 @@ from pathlib import Path
 import click
 
 from oddspot.calibration import STRATEGIES
+from oddspot.cli.common import apply_runtime, common_options, echo_err, read_yaml_mapping
+from oddspot.data.demo_dataset import TEXTURES
 from oddspot.data.splits import PROTOCOLS
-from oddspot.detectors.registry import DETECTORS
+from oddspot.runs.registry import kinds
 
 SPLIT_HELP = ("validation: train on 80% of train/good, validate on the rest + 30% of the defects, test on "
               "the remainder; standard: the published MVTec AD protocol (all train/good, all test).")
+DEMO_OUT = Path("runs/demo")
 
 
 @click.command("fit")
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--category", "-c", required=True, help="Category folder under DATA (MVTec AD layout).")
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Run folder to write the model to.")
-@click.option("--model", type=click.Choice(DETECTORS), default="patchcore", show_default=True,
+@click.option("--model", type=click.Choice(kinds("inspect")), default="patchcore", show_default=True,
               help="patchcore; padim; cascade (a fast gate in front of PatchCore).")
-@click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML file of detector options.")
 @click.option("--split", type=click.Choice(PROTOCOLS), default="validation", show_default=True, help=SPLIT_HELP)
-@click.option("--seed", default=0, show_default=True, help="Seed of the split and of every random choice.")
 @click.option("--calibration", type=click.Choice(STRATEGIES), default="auto", show_default=True,
               help="Threshold strategy on the validation split: f1 (needs defects), synthetic (generated "
                    "defects), quantile (of normal scores), fixed (--threshold); auto = f1 if validation has defects, else synthetic.")
-@click.option("--quantile", default=0.995, show_default=True, help="Quantile of normal validation scores for --calibration quantile.")
+@click.option("--quantile", type=click.FloatRange(0.5, 1.0, min_open=True, max_open=True), default=0.995,
+              show_default=True, help="Quantile of normal validation scores for --calibration quantile.")
 @click.option("--threshold", type=float, default=None, help="Image threshold for --calibration fixed.")
 @click.option("--pixel-threshold", type=float, default=None, help="Pixel threshold for --calibration fixed.")
-def fit_cmd(data: Path, category: str, out: Path, model: str, config_file: Path | None, split: str, seed: int,
-            calibration: str, quantile: float, threshold: float | None, pixel_threshold: float | None) -> None:
-    """Fit a detector on the normal training images of DATA/CATEGORY and calibrate it on validation."""
-    from oddspot import inspection
+@common_options("Run folder to write the model to.", config="model",
+                seed_help="Seed of the split, the model and synthetic defects (recorded in run.json).")
+def fit_cmd(data: Path, category: str, model: str, split: str, calibration: str, quantile: float,
+            threshold: float | None, pixel_threshold: float | None, out: Path, config: Path | None, seed: int,
+            threads: int, device: str) -> None:
+    """Fit a detector on the normal training images of DATA/CATEGORY and calibrate it on validation.
 
-    info = inspection.fit(data, category, out, model, inspection.read_config(config_file), split, seed,
-                          calibration, quantile, threshold, pixel_threshold)
+    The calibration (thresholds, normalization) is saved inside the model (model.json).
+    """
+    from oddspot import inspect
+
+    where = apply_runtime(threads, device)
+    options = read_yaml_mapping(config) if config is not None else {}
+    info = inspect.fit(data, category, out, model, options, split, seed, calibration, quantile, threshold,
+                       pixel_threshold, device=where, source=str(config) if config is not None else "model options")
     cal = f", calibrated ({info['calibration']})" if info["calibration"] else ", not calibrated (no validation split)"
     click.echo(f"fitted {model} on {info['n_train']} images of {category} in {info['fit_seconds']:.1f} s{cal} -> {out}")
 
@@ -43,13 +56,20 @@ def fit_cmd(data: Path, category: str, out: Path, model: str, config_file: Path 
 @click.command("predict")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Folder for scores.csv and heatmaps.")
 @click.option("--save-maps", is_flag=True, help="Also write raw float32 anomaly maps as maps/<path>.npy.")
-def predict_cmd(run: Path, inputs: tuple[Path, ...], out: Path, save_maps: bool) -> None:
-    """Score images (files, or folders searched recursively) with a fitted RUN."""
-    from oddspot import inspection
+@click.option("--batch", type=click.IntRange(1, 1024), default=16, show_default=True, help="Images decoded and scored at a time.")
+@common_options("Folder for scores.csv, heatmaps/ and masks/.",
+                seed_help="Seed of every random choice (predict makes none; accepted on every verb).")
+def predict_cmd(run: Path, inputs: tuple[Path, ...], save_maps: bool, batch: int, out: Path, config: Path | None,
+                seed: int, threads: int, device: str) -> None:
+    """Score images (files, or folders searched recursively) with a fitted RUN.
 
-    result = inspection.predict(run, inputs, out, save_maps, warn=lambda m: click.echo(m, err=True))
+    scores.csv holds path,score and, when the model is calibrated, normalized,anomalous.
+    """
+    from oddspot import inspect
+
+    where = apply_runtime(threads, device)
+    result = inspect.predict(run, inputs, out, save_maps, batch, warn=echo_err, device=where)
     tail = f", {result['skipped']} skipped (see {out / 'errors.csv'})" if result["skipped"] else ""
     click.echo(f"scored {result['scored']} images{tail} -> {out / 'scores.csv'}")
 
@@ -58,54 +78,77 @@ def predict_cmd(run: Path, inputs: tuple[Path, ...], out: Path, save_maps: bool)
 @click.argument("run", type=click.Path(path_type=Path))
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--category", "-c", required=True, help="Category folder under DATA.")
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Folder for metrics.json.")
 @click.option("--split", type=click.Choice(PROTOCOLS), default=None, help="Default: the run's own split. " + SPLIT_HELP)
-@click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples for confidence intervals.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--bootstrap", type=click.IntRange(0, 100_000), default=1000, show_default=True,
+              help="Bootstrap resamples for confidence intervals.")
+@click.option("--gallery", type=click.IntRange(0, 100), default=12, show_default=True,
+              help="Images per gallery group stored for the report (0: no gallery material).")
 @click.option("--report", is_flag=True, help="Also write a self-contained OUT/report.html.")
-def evaluate_cmd(run: Path, data: Path, category: str, out: Path, split: str | None, bootstrap: int, seed: int,
-                 report: bool) -> None:
-    """Evaluate a fitted RUN on the test split of DATA/CATEGORY; write metrics.json."""
-    from oddspot import inspection
+@common_options("Folder for metrics.json, scores.csv, curves.json and gallery/.",
+                seed_help="Seed of the bootstrap (recorded in metrics.json).")
+def evaluate_cmd(run: Path, data: Path, category: str, split: str | None, bootstrap: int, gallery: int, report: bool,
+                 out: Path, config: Path | None, seed: int, threads: int, device: str) -> None:
+    """Evaluate a fitted RUN on the test split of DATA/CATEGORY; write the evaluation record to OUT."""
+    from oddspot import inspect
 
-    m = inspection.evaluate(run, data, category, out, split, bootstrap, seed)
+    where = apply_runtime(threads, device)
+    m = inspect.evaluate(run, data, category, out, split, bootstrap, seed, gallery=gallery, warn=echo_err, device=where)
     if report:
         from oddspot.report import write_report
 
-        click.echo(f"report: {write_report(out, warn=lambda line: click.echo(line, err=True))}")
+        click.echo(f"report: {write_report(out, warn=echo_err)}")
     pixel = m.get("pixel") or {}
     click.echo(f"image AUROC {m['image']['auroc']:.4f}  pixel AUROC {pixel.get('auroc', float('nan')):.4f}  "
                f"AUPRO {pixel.get('aupro', float('nan')):.4f} -> {out / 'metrics.json'}")
 
 
 @click.command("demo")
-@click.option("--out", "-o", default=Path("runs/demo"), type=click.Path(path_type=Path), show_default=True,
-              help="Folder for the demo data, models, heatmaps and metrics.json.")
-@click.option("--task", type=click.Choice(["inspect", "road", "video"]), default="inspect", show_default=True,
-              help="inspect: PatchCore on textures; road: segmentation + unseen objects; video: abnormal frames.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the generated data and models.")
-def demo_cmd(out: Path, task: str, seed: int) -> None:
-    """Generate a small offline dataset for TASK, fit, evaluate, write metrics.json and print a table."""
-    if task in ("road", "video"):
-        from oddspot.report import write_report
+@common_options(f"Folder for the demo data, models, heatmaps and metrics.json [default: {DEMO_OUT}].", out_required=False,
+                seed_help="Seed of the generated data and the models (recorded in metrics.json).")
+def demo_cmd(out: Path | None, config: Path | None, seed: int, threads: int, device: str) -> None:
+    """PatchCore on generated texture photos: build the data, fit, evaluate, print a table, write a report."""
+    from oddspot import inspect
+    from oddspot.report import write_report
 
-        folder = out if out != Path("runs/demo") else Path(f"runs/demo-{task}")
-        if task == "road":
-            from oddspot.road.demo import run_road_demo
+    where = apply_runtime(threads, device)
+    out = out if out is not None else DEMO_OUT
+    inspect.demo(out, seed=seed, device=where)
+    report = write_report(out, warn=echo_err)
+    click.echo(f"metrics: {out / 'metrics.json'}   heatmaps: {out / 'heatmaps'}   report: {report}")
 
-            run_road_demo(folder, seed=seed)
-        else:
-            from oddspot.video.demo import run_video_demo
 
-            run_video_demo(folder, seed=seed)
-        click.echo(f"report: {write_report(folder, warn=lambda line: click.echo(line, err=True))}")
-    else:
-        from oddspot.demo import run_inspect_demo
+@click.command("data")
+@click.option("--category", "-c", "categories", multiple=True, type=click.Choice(TEXTURES),
+              help=f"Texture categories to write (repeatable) [default: {', '.join(TEXTURES)}].")
+@click.option("--n-train", type=click.IntRange(1, 10_000), default=60, show_default=True, help="Good training tiles per category.")
+@click.option("--n-test-good", type=click.IntRange(0, 10_000), default=20, show_default=True, help="Good test tiles per category.")
+@click.option("--n-test-bad", type=click.IntRange(0, 10_000), default=30, show_default=True,
+              help="Defective test tiles (with masks) per category.")
+@click.option("--tile", type=click.IntRange(32, 512), default=160, show_default=True, help="Tile size in pixels.")
+@common_options("Folder to write the dataset to (MVTec AD layout).", seed_help="Seed of the tiles and defects.")
+def data_cmd(categories: tuple[str, ...], n_train: int, n_test_good: int, n_test_bad: int, tile: int, out: Path,
+             config: Path | None, seed: int, threads: int, device: str) -> None:
+    """Write the demo's dataset: tiles of texture photos, with synthetic defects and their masks."""
+    from oddspot import inspect
 
-        run_inspect_demo(out, seed=seed)
+    apply_runtime(threads, device)
+    cats = categories or TEXTURES
+    inspect.data(out, seed, cats, n_train=n_train, n_test_good=n_test_good, n_test_bad=n_test_bad, tile=tile)
+    click.echo(f"wrote {len(cats)} categories ({', '.join(cats)}) -> {out}; try `oddspot inspect fit {out} -c {cats[0]} -o RUN`")
+
+
+VERBS = (fit_cmd, predict_cmd, evaluate_cmd, demo_cmd, data_cmd)
+ALIASES = (fit_cmd, predict_cmd, evaluate_cmd, demo_cmd)
 
 
 def register(group: click.Group) -> None:
-    """Attach the inspect verbs to the top-level group."""
-    for command in (fit_cmd, predict_cmd, evaluate_cmd, demo_cmd):
+    """Add the `inspect` group and, as aliases, its fit / predict / evaluate / demo at the top level."""
+
+    @group.group("inspect")
+    def inspect_group() -> None:
+        """Images (MVTec AD layout): PatchCore, PaDiM, Cascade. `oddspot fit|predict|evaluate|demo` are aliases."""
+
+    for command in VERBS:
+        inspect_group.add_command(command)
+    for command in ALIASES:
         group.add_command(command)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from oddspot.data.synthetic import KINDS, synthesize_anomaly
 from oddspot.files import write_json, write_png
 
 TEXTURES = ("brick", "grass", "gravel")
@@ -41,6 +40,8 @@ def _tile(photo: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
 def build_demo_dataset(root: str | Path, categories: tuple[str, ...] = TEXTURES, n_train: int = 60,
                        n_test_good: int = 20, n_test_bad: int = 30, tile: int = 160, seed: int = 0) -> Path:
     """Write the dataset under `root` (MVTec AD layout) and return `root`; a `dataset.json` records the recipe."""
+    from oddspot.data.synthetic import KINDS, synthesize_anomaly  # here: the CLI imports this module for --help
+
     root = Path(root)
     # sorted: set order varies with Python's per-process hash seed, and the foreign-texture pick
     # below indexes this order, so an unsorted set made the dataset differ between runs

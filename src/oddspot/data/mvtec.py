@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from oddspot.data.image_io import is_image_file, read_image, read_mask
+from oddspot.data.image_io import list_images, read_image, read_mask
 from oddspot.data.sample import Sample
 from oddspot.errors import OddspotError
 
@@ -34,11 +34,6 @@ class SampleRef:
         mask = read_mask(self.mask_path, shape=image.shape[:2]) if self.mask_path is not None else None
         meta = {"path": str(self.path), "category": self.category, "defect_type": self.defect_type}
         return Sample(image=image, mask=mask, label=self.label, meta=meta)
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside `folder`, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
 
 
 def categories(root: str | Path) -> list[str]:

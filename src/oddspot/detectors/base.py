@@ -1,77 +1,126 @@
-"""What every detector promises: fit on normal samples, predict scores and maps, save, load."""
+"""What every inspect detector promises, and the parts they share.
+
+A detector fits on normal images, predicts scores and maps, and saves and loads through the run
+contract (`oddspot.runs`): `model.json` + `model.safetensors`. Its post-processor, a
+`Calibration` fitted on validation data, travels inside `model.json["postprocess"]`, so
+`predict` returns normalized scores, decisions and defect masks whenever the model has one.
+"""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
-from oddspot import __version__
+from oddspot.calibration import Calibration
+from oddspot.configs import from_mapping
+from oddspot.data.sample import Sample
 from oddspot.errors import OddspotError
+from oddspot.runs.contract import MODEL_FILE, Record
 from oddspot.runs.prediction import Prediction
 
-FORMAT_VERSION = 1
-
-
-class Detector(Protocol):
-    """The detector contract (scikit-learn-like: parameters visible, fitted state explicit)."""
-
-    def fit(self, images: list[np.ndarray]) -> "Detector": ...
-
-    def predict(self, images: list[np.ndarray], maps: bool = True) -> Prediction: ...
-
-    def save(self, folder: str | Path) -> None: ...
-
-
+TASK = "inspect"
 C = TypeVar("C")
+ImageLike = np.ndarray | Sample
 
 
-def config_from_dict(cls: type[C], values: dict[str, Any], source: str) -> C:
-    """Build a config dataclass, failing loudly on unknown keys (no silently ignored settings)."""
-    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise OddspotError(f"{source}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    converted = {}
-    for f in fields(cls):  # type: ignore[arg-type]
-        if f.name in values:
-            v = values[f.name]
-            converted[f.name] = tuple(v) if isinstance(v, list) else v
-    return cls(**converted)
+@runtime_checkable
+class Detector(Protocol):
+    """The inspect detector contract (parameters visible in `config`, fitted state explicit)."""
+
+    task: ClassVar[str]
+    kind: ClassVar[str]
+    config: Any
+    state: dict[str, Any]
+    postprocess: Calibration | None
+
+    def fit(self, images: Sequence[ImageLike]) -> Detector: ...
+
+    def predict(self, images: Sequence[ImageLike], maps: bool = True) -> Prediction: ...
+
+    def save(self, folder: str | Path) -> Path: ...
+
+    def to_record(self) -> Record: ...
 
 
-def read_model_meta(folder: str | Path) -> dict[str, Any]:
-    """Read a model folder's model.json and check its format version (any detector kind)."""
-    folder = Path(folder)
-    path = folder / "model.json"
-    if not path.exists():
-        raise OddspotError(f"{folder}: not a saved oddspot model (model.json missing); pass a run folder from `oddspot fit`")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise OddspotError(f"{path}: corrupt JSON ({exc}); re-run `oddspot fit`") from None
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise OddspotError(f"{path}: format version {meta.get('format_version')} unsupported (this oddspot reads {FORMAT_VERSION})")
-    return meta
+def images_of(items: Sequence[ImageLike]) -> list[np.ndarray]:
+    """H x W x 3 uint8 arrays from arrays or `Sample`s (anything else is a one-line error)."""
+    out = []
+    for i, item in enumerate(items):
+        image = item.image if isinstance(item, Sample) else item
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            got = f"{image.shape} {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__
+            raise OddspotError(f"image {i}: expected an H x W x 3 uint8 array or a Sample, got {got}")
+        out.append(image)
+    return out
 
 
-def read_model_json(folder: Path, detector: str) -> dict[str, Any]:
-    """Read and check a model folder's model.json (format version, detector kind)."""
-    meta = read_model_meta(folder)
-    if meta.get("detector") != detector:
-        raise OddspotError(f"{Path(folder) / 'model.json'}: holds a {meta.get('detector')!r} model, not {detector!r}")
-    return meta
+def make_config(cls: type[C], config: C | None, options: dict[str, Any], name: str) -> C:
+    """The detector's config: the one given, or one built strictly from keyword options."""
+    if config is not None and options:
+        raise OddspotError(f"pass either a {cls.__name__} or keyword options, not both")
+    if config is not None:
+        if not isinstance(config, cls):
+            raise OddspotError(f"{name}: config must be a {cls.__name__}, got {type(config).__name__}")
+        return config
+    return from_mapping(cls, options, name)
 
 
-def model_json(detector: str, config: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
-    """The JSON half of a saved model: versions, configuration and fitted statistics."""
-    return {
-        "format_version": FORMAT_VERSION,
-        "oddspot_version": __version__,
-        "detector": detector,
-        "config": config,
-        "state": state,
-    }
+def finish(pred: Prediction, postprocess: Calibration | None) -> Prediction:
+    """Fill normalized scores, decisions and (with maps and a pixel threshold) masks from `postprocess`."""
+    if postprocess is None:
+        return pred
+    pred.normalized = postprocess.image(pred.scores)
+    pred.decisions = postprocess.decide(pred.scores)
+    if pred.maps is not None and postprocess.pixel is not None:
+        pred.masks = [postprocess.defect_mask(m) for m in pred.maps]
+    return pred
+
+
+def where(record: Record) -> str:
+    """`<folder>/model.json`, for error messages about a record's JSON parts."""
+    return f"{record.source}/{MODEL_FILE}"
+
+
+def record_config(cls: type[C], record: Record) -> C:
+    """The config stored in `record`, read strictly."""
+    return from_mapping(cls, record.config, f"{where(record)}: config")
+
+
+def record_postprocess(record: Record) -> Calibration | None:
+    """The calibration stored in `record`, or None."""
+    if record.postprocess is None:
+        return None
+    return Calibration.from_dict(record.postprocess, f"{where(record)}: postprocess")
+
+
+def state_int(record: Record, state: dict[str, Any], key: str, required: bool = True) -> int | None:
+    """An integer field of the stored state (a one-line error when it has another type)."""
+    if key not in state:
+        if required:
+            raise OddspotError(f"{where(record)}: state.{key} missing; the file is damaged, refit the model")
+        return None
+    v = state[key]
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise OddspotError(f"{where(record)}: state.{key} must be an integer, got {v!r:.40}")
+    return v
+
+
+def check_shape(record: Record, name: str, tensor: np.ndarray, expected: tuple[int, ...], why: str) -> None:
+    """A one-line error when `tensor` does not have the shape the model's config and state imply."""
+    if tuple(tensor.shape) != tuple(expected):
+        raise OddspotError(f"{record.source}: tensor {name!r} has shape {tuple(tensor.shape)}, but {why} implies "
+                           f"{tuple(expected)}; the folder mixes parts of different models, refit it")
+
+
+def display_state(state: dict[str, Any], record: Record) -> dict[str, Any]:
+    """The heatmap colour scale of the stored state, checked (positive finite number, or absent)."""
+    v = state.get("map_display_max")
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0):
+        raise OddspotError(f"{where(record)}: state.map_display_max must be a finite number >= 0, got {v!r:.40}")
+    return state
+
+
+__all__ = ["Detector", "ImageLike", "Prediction", "TASK", "images_of", "make_config", "finish"]

@@ -4,27 +4,33 @@ Patch features come from two backbone layers (stride 8 and 16), locally averaged
 neighbourhoods, brought to the stride-8 grid and concatenated. A greedy k-center coreset keeps a
 fraction of the training patches. A test patch's score is its distance to the nearest memory
 entries; the image score is the maximum patch score, optionally reweighted as in the paper.
+Saved as one run folder: the memory bank is the tensor `memory_bank` of model.safetensors.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.numpy import load_file, save_file
 
-from oddspot.imaging import resize_map, upsample_and_blur
-from oddspot.detectors.base import Prediction, config_from_dict, model_json, read_model_json
+from oddspot.calibration import Calibration
+from oddspot.configs import check_range
+from oddspot.detectors.base import (
+    TASK, ImageLike, Prediction, check_shape, display_state, finish, images_of, make_config, record_config,
+    record_postprocess, state_int,
+)
 from oddspot.detectors.memory_bank import KNNIndex, greedy_coreset
 from oddspot.errors import OddspotError
 from oddspot.features import Backbone, FeatureExtractor, build_backbone
-from oddspot.files import write_json
+from oddspot.imaging import resize_map, upsample_and_blur
 from oddspot.progress import track
+from oddspot.runs.contract import Record
+from oddspot.runs.model import RunModel
 
 SCORINGS = ("max", "reweighted", "topk_mean")
 
@@ -50,27 +56,41 @@ class PatchCoreConfig:
     def __post_init__(self) -> None:
         if self.scoring not in SCORINGS:
             raise OddspotError(f"scoring {self.scoring!r} unknown; use one of {', '.join(SCORINGS)}")
-        if len(self.layers) != 2:
+        if len(self.layers) != 2 or not all(self.layers):
             raise OddspotError(f"layers must name two backbone layers (stride 8 and 16), got {list(self.layers)}")
-        for name, value in (("image_size", self.image_size), ("num_neighbors", self.num_neighbors),
-                            ("batch_size", self.batch_size), ("pool", self.pool), ("topk", self.topk)):
-            if int(value) < 1:
-                raise OddspotError(f"{name} must be >= 1, got {value}")
+        if not self.backbone:
+            raise OddspotError("backbone must name a backbone, e.g. efficientnet_lite0")
+        check_range("image_size", self.image_size, 32, 2048)
+        check_range("pool", self.pool, 1, 15)
+        check_range("coreset_ratio", self.coreset_ratio, 0.0, 1.0, low_open=True)
+        check_range("projection_dim", self.projection_dim, 1, 65536)
+        check_range("num_neighbors", self.num_neighbors, 1, 1024)
+        check_range("reweight_neighbors", self.reweight_neighbors, 1, 1024)
+        check_range("topk", self.topk, 1, 1_000_000)
+        check_range("blur_sigma", self.blur_sigma, 0.0, 64.0)
+        check_range("batch_size", self.batch_size, 1, 1024)
+        check_range("seed", self.seed, 0, 2**32 - 1)
 
 
-class PatchCore:
-    """PatchCore detector: `fit(images)`, `predict(images)`, `save(folder)`, `PatchCore.load(folder)`."""
+class PatchCore(RunModel):
+    """PatchCore detector: `fit(images)`, `predict(images)`, `save(folder)`, `PatchCore.load(folder)`.
 
-    name = "patchcore"
+    `postprocess` is the calibration fitted on validation data (None until one is fitted); with
+    it, `predict` also returns normalized scores, decisions and defect masks.
+    """
 
-    def __init__(self, config: PatchCoreConfig | None = None, backbone: Backbone | None = None, **options: Any) -> None:
-        if config is not None and options:
-            raise OddspotError("pass either a PatchCoreConfig or keyword options, not both")
-        self.config = config if config is not None else config_from_dict(PatchCoreConfig, options, "PatchCore")
-        self.backbone = backbone if backbone is not None else build_backbone(self.config.backbone)
+    task = TASK
+    kind = "patchcore"
+    config_class = PatchCoreConfig
+
+    def __init__(self, config: PatchCoreConfig | None = None, backbone: Backbone | None = None,
+                 device: str | None = None, **options: Any) -> None:
+        self.config = make_config(PatchCoreConfig, config, options, "PatchCore")
+        self.backbone = backbone if backbone is not None else build_backbone(self.config.backbone, device=device)
         self.extractor = FeatureExtractor(self.backbone, self.config.layers)
         self.memory_bank: np.ndarray | None = None
         self.state: dict[str, Any] = {}
+        self.postprocess: Calibration | None = None
         self._index: KNNIndex | None = None
 
     # features ---------------------------------------------------------------------------------
@@ -93,13 +113,14 @@ class PatchCore:
         return torch.cat([low, high], dim=1).permute(0, 2, 3, 1).float().contiguous()
 
     # fit --------------------------------------------------------------------------------------
-    def fit(self, images: list[np.ndarray]) -> "PatchCore":
-        """Build the memory bank from normal images (H x W x 3 uint8 each)."""
+    def fit(self, images: Sequence[ImageLike]) -> PatchCore:
+        """Build the memory bank from normal images (H x W x 3 uint8 each, or Samples)."""
+        images = images_of(images)
         if len(images) == 0:
             raise OddspotError("PatchCore.fit needs at least one normal image")
         t0 = time.perf_counter()
         chunks = []
-        for lo, batch in self._batches(images, "features"):
+        for _, batch in self._batches(images, "features"):
             chunks.append(self.patch_features(self._preprocess(batch))[: len(batch)].cpu().numpy())
         feats = np.concatenate(chunks)
         grid = feats.shape[1:3]
@@ -111,6 +132,7 @@ class PatchCore:
         t2 = time.perf_counter()
         self.memory_bank = np.ascontiguousarray(feats[picks])
         self._index = None
+        self.postprocess = None
         self.state = {
             "n_train_images": len(images),
             "n_train_patches": int(feats.shape[0]),
@@ -153,8 +175,12 @@ class PatchCore:
         weights = 1.0 - np.exp(s_star[:, None] - shift)[:, 0] / np.exp(dist - shift).sum(axis=1)
         return weights * s_star
 
-    def predict(self, images: list[np.ndarray], maps: bool = True) -> Prediction:
-        """Score images; maps are at each image's own resolution (bilinear + Gaussian blur sigma)."""
+    def predict(self, images: Sequence[ImageLike], maps: bool = True) -> Prediction:
+        """Score images; maps are at each image's own resolution (bilinear + Gaussian blur sigma).
+
+        With a calibration (`postprocess`), also normalized scores, decisions and (with maps) masks.
+        """
+        images = images_of(images)
         index = self.index
         cfg = self.config
         scores: list[np.ndarray] = []
@@ -162,6 +188,9 @@ class PatchCore:
         for _, batch in self._batches(images, "scoring"):
             feats = self.patch_features(self._preprocess(batch))
             n, h, w, c = feats.shape
+            if c != self.memory_bank.shape[1]:
+                raise OddspotError(f"backbone {cfg.backbone} layers {list(cfg.layers)} give {c} features per patch, but "
+                                   f"the memory bank holds {self.memory_bank.shape[1]}; use the backbone the model was fitted with")
             queries = feats.reshape(-1, c).cpu().numpy()
             dist, idx = index.search(queries, cfg.num_neighbors)
             patch = dist.mean(axis=1).reshape(n, h * w)
@@ -170,31 +199,32 @@ class PatchCore:
                 grid = torch.from_numpy(patch.reshape(n, h, w).astype(np.float32))
                 full = upsample_and_blur(grid, (cfg.image_size, cfg.image_size), cfg.blur_sigma).numpy()
                 out_maps.extend(resize_map(full[i], img.shape[:2]) for i, img in enumerate(batch))
-        return Prediction(np.concatenate(scores).astype(np.float64), out_maps)
+        return finish(Prediction(np.concatenate(scores).astype(np.float64), out_maps), self.postprocess)
 
     # persistence ------------------------------------------------------------------------------
-    def save(self, folder: str | Path) -> None:
-        """Write model.json (config + fitted statistics) and memory_bank.safetensors; no pickle."""
+    def to_record(self) -> Record:
+        """Config, fitted statistics, calibration and the memory bank, for the run contract."""
         if self.memory_bank is None:
             raise OddspotError("cannot save an unfitted PatchCore; call fit() first")
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / ".memory_bank.safetensors.tmp"
-        save_file({"memory_bank": self.memory_bank}, str(tmp))
-        tmp.replace(folder / "memory_bank.safetensors")
-        write_json(folder / "model.json", model_json(self.name, asdict(self.config), self.state))
+        return Record(TASK, self.kind, asdict(self.config), dict(self.state),
+                      self.postprocess.to_dict() if self.postprocess is not None else None,
+                      {"memory_bank": np.ascontiguousarray(self.memory_bank, dtype=np.float32)})
 
     @classmethod
-    def load(cls, folder: str | Path, backbone: Backbone | None = None) -> "PatchCore":
-        """Load a model saved by `save` (tensors from safetensors, everything else from JSON)."""
-        folder = Path(folder)
-        meta = read_model_json(folder, cls.name)
-        model = cls(config_from_dict(PatchCoreConfig, meta["config"], str(folder / "model.json")), backbone=backbone)
-        bank_path = folder / "memory_bank.safetensors"
-        if not bank_path.exists():
-            raise OddspotError(f"{bank_path}: missing; the model folder is incomplete, re-run `oddspot fit`")
-        model.memory_bank = np.ascontiguousarray(load_file(str(bank_path))["memory_bank"])
-        model.state = meta.get("state", {})
+    def from_record(cls, record: Record, backbone: Backbone | None = None, device: str | None = None) -> PatchCore:
+        """Rebuild a saved PatchCore; the memory bank must agree with the stored state."""
+        config = record_config(PatchCoreConfig, record)
+        bank = record.tensor("memory_bank", ndim=2, dtype=np.float32)
+        state = display_state(record.state, record)
+        rows, dim = state_int(record, state, "memory_bank_size"), state_int(record, state, "feature_dim")
+        check_shape(record, "memory_bank", bank, (rows, dim), "state.memory_bank_size x state.feature_dim")
+        if rows == 0:
+            raise OddspotError(f"{record.source}: the memory bank is empty; refit the model")
+        postprocess = record_postprocess(record)
+        model = cls(config, backbone=backbone, device=device)
+        model.memory_bank = np.ascontiguousarray(bank)
+        model.state = dict(state)
+        model.postprocess = postprocess
         return model
 
 

@@ -3,7 +3,9 @@
 A cell is one protocol x detector x parameter setting x category. The main grid crosses
 `protocols`, `detectors` (each with its base options) and `categories`; every entry of
 `ablations` adds a grid of option values (cartesian product) over its own protocols.
-Paths in the file are relative to the file. Unknown keys are errors, never ignored.
+Paths in the file are relative to the file. Unknown keys are errors, never ignored, and so are
+options of a known detector with a wrong type or an out-of-range value (checked by the detector's
+own config, through `oddspot.configs.from_mapping`); an unknown detector name fails its cells only.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from typing import Any
 
 import yaml
 
+from oddspot.configs import from_mapping
 from oddspot.data.shift import ONLY_CHOICES, SEVERITY_SCALE
 from oddspot.data.splits import PROTOCOLS as SPLITS
 from oddspot.errors import OddspotError
+from oddspot.runs.registry import kinds, model_class
 
 PROTOCOLS = ("clean", "shift-none", "shift-threshold", "shift-refit", "global")
 SHIFT_PROTOCOLS = ("shift-none", "shift-threshold", "shift-refit")
@@ -109,6 +113,12 @@ def _protocols(path: Path, where: str, value: Any) -> list[str]:
     return names
 
 
+def _check_options(path: Path, where: str, detector: str, options: dict[str, Any]) -> None:
+    """Options of a known inspect detector, read by its own config (wrong type or range: one-line error)."""
+    if detector in kinds("inspect"):
+        from_mapping(model_class("inspect", detector).config_class, options, f"{path}: `{where}`")
+
+
 def _freeze(options: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
 
@@ -176,6 +186,7 @@ def load_config(path: str | Path, out: str | Path | None = None) -> ExperimentCo
 
     cells: list[Cell] = []
     protocols = _protocols(path, "protocols", raw.get("protocols", ["clean"]))
+    to_check = [(f"detectors.{det}", det, opts) for det, opts in detectors.items()]
     for protocol in protocols:
         for det, opts in detectors.items():
             cats = global_categories if protocol == "global" else categories
@@ -201,6 +212,7 @@ def load_config(path: str | Path, out: str | Path | None = None) -> ExperimentCo
         keys = list(grid)
         for values in itertools.product(*(grid[k] for k in keys)):
             opts = {**base_opts, **dict(zip(keys, values))}
+            to_check.append((f"ablations[{i}]", det, opts))
             setting = ",".join(f"{k}={_fmt(v)}" for k, v in zip(keys, values))
             for protocol in ab_protocols:
                 cats = global_categories if protocol == "global" else ab_cats
@@ -210,6 +222,8 @@ def load_config(path: str | Path, out: str | Path | None = None) -> ExperimentCo
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise _fail(path, f"cell {dupes[0]} appears twice; give the ablations distinct names or values")
+    for where, det, opts in to_check:
+        _check_options(path, where, det, opts)
     return ExperimentConfig(
         path=path.resolve(), name=str(raw.get("name", path.stem)), out=out_dir, seed=seed, bootstrap=bootstrap,
         split=split, data=_resolve(base, data_cfg["path"]), build_demo=demo,

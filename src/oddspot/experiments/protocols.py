@@ -1,4 +1,4 @@
-"""The five study protocols, built on `oddspot.inspection` (fit / calibrate / evaluate).
+"""The five study protocols, built on the inspect task (`oddspot.inspect`: fit / recalibrate / evaluate).
 
 - clean: fit on train, calibrate on validation, test on test (all clean data).
 - shift-none: the clean model and its clean threshold, tested on the shifted test split.
@@ -23,13 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from oddspot import __version__, inspection
+from oddspot import __version__
+from oddspot import inspect as task
 from oddspot.data.mvtec import category_root, read_mvtec
 from oddspot.data.splits import load_or_create_manifest, select
-from oddspot.detectors.registry import build_detector
 from oddspot.errors import OddspotError
 from oddspot.experiments.config import Cell, ExperimentConfig, spec_hash
 from oddspot.files import write_json
+from oddspot.runs.contract import read_model_json
 
 DONE_FILE = "done.json"
 
@@ -53,7 +54,7 @@ class Workspace:
 
     def _seed_split(self, folder: Path, category: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(self.split_file(category), folder / inspection.SPLIT_FILE)
+        shutil.copyfile(self.split_file(category), folder / task.SPLIT_FILE)
 
     # models ------------------------------------------------------------------------------------
     def _folder(self, kind: str, cell: Cell, data_name: str, category: str, extra: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
@@ -62,6 +63,9 @@ class Workspace:
         key = spec_hash({k: v for k, v in spec.items() if k not in ("kind", "data", "category", "union")})
         # keyed by the options, not the setting's name, so equal settings of different ablations share a model
         return self.out / "models" / cell.detector / key / f"{kind}-{data_name}" / category, spec
+
+    def _source(self, cell: Cell) -> str:
+        return f"{self.cfg.path}: options of {cell.detector} in cell {cell.cell_id}"
 
     @staticmethod
     def _done(folder: Path, spec: dict[str, Any]) -> bool:
@@ -78,7 +82,8 @@ class Workspace:
             if folder.exists():
                 shutil.rmtree(folder)
             self._seed_split(folder, category)
-            inspection.fit(data, category, folder, cell.detector, cell.option_dict, self.cfg.split, self.cfg.seed)
+            task.fit(data, category, folder, cell.detector, cell.option_dict, self.cfg.split, self.cfg.seed,
+                     source=self._source(cell))
             self._finish(folder, spec)
         return folder
 
@@ -97,7 +102,7 @@ class Workspace:
         if not self._done(folder, spec):
             if folder.exists():
                 shutil.rmtree(folder)
-            inspection.calibrate(source, self.shifted, cell.category, folder, seed=self.cfg.seed)
+            task.recalibrate(source, self.shifted, cell.category, folder, seed=self.cfg.seed)
             self._finish(folder, spec)
         return folder
 
@@ -115,14 +120,14 @@ class Workspace:
                 manifest = json.loads(self.split_file(cat).read_text())
                 train = select(refs, root, manifest["train"])
                 counts[cat] = len(train)
-                images += inspection.load_images(train)
-            detector = build_detector(cell.detector, {"seed": self.cfg.seed, **cell.option_dict})
+                images += task.load_images(train)
+            detector = task.build_detector(cell.detector, cell.option_dict, self.cfg.seed, source=self._source(cell))
             t0 = time.perf_counter()
             detector.fit(images)
             seconds = time.perf_counter() - t0
             union.mkdir(parents=True, exist_ok=True)
             detector.save(union)
-            write_json(union / inspection.RUN_FILE, {
+            write_json(union / task.RUN_FILE, {
                 "oddspot_version": __version__, "data": str(self.clean), "categories": cats, "model": cell.detector,
                 "split": self.cfg.split, "seed": self.cfg.seed, "n_train": len(images), "n_train_per_category": counts,
                 "fit_seconds": round(seconds, 3)})
@@ -133,7 +138,7 @@ class Workspace:
                 shutil.rmtree(folder)
             shutil.copytree(union, folder, ignore=shutil.ignore_patterns(DONE_FILE))
             self._seed_split(folder, cell.category)
-            inspection.calibrate(folder, self.clean, cell.category, folder, seed=self.cfg.seed)
+            task.recalibrate(folder, self.clean, cell.category, folder, seed=self.cfg.seed)
             self._finish(folder, cal_spec)
         return folder
 
@@ -168,10 +173,9 @@ def run_cell(ws: Workspace, cell: Cell, out: Path) -> dict[str, Any]:
         run = ws.global_model(cell)
     else:
         raise OddspotError(f"protocol {cell.protocol!r} unknown")
-    metrics = inspection.evaluate(run, data, cell.category, out, bootstrap=ws.cfg.bootstrap, seed=ws.cfg.seed)
-    run_info = json.loads((run / inspection.RUN_FILE).read_text())
-    model = json.loads((run / "model.json").read_text())
-    state = model.get("state", {})
+    metrics = task.evaluate(run, data, cell.category, out, bootstrap=ws.cfg.bootstrap, seed=ws.cfg.seed, gallery=0)
+    run_info = task.read_run_info(run)
+    state = read_model_json(run)["state"]
     calibration = metrics.get("calibration") or {}
     return {
         "metrics": metrics,

@@ -104,7 +104,7 @@ def run_experiment(cfg: ExperimentConfig, echo: Callable[[str], Any] = print) ->
         spec = cell_spec(cfg, cell)
         try:
             facts = run_cell(ws, cell, folder)
-        except Exception as exc:  # noqa: BLE001 - a failing cell is recorded, the study goes on
+        except Exception as exc:  # a failing cell is recorded, the study goes on
             failed += 1
             message = f"{type(exc).__name__}: {exc}".splitlines()[0]
             folder.mkdir(parents=True, exist_ok=True)
@@ -127,7 +127,7 @@ def run_experiment(cfg: ExperimentConfig, echo: Callable[[str], Any] = print) ->
         from oddspot.experiments.plots import write_plots
 
         paths["plots"] = write_plots(cfg, results, lambda c: cell_folder(cfg, c))
-    except Exception as exc:  # noqa: BLE001 - a plot must not lose the tables
+    except Exception as exc:  # a plot must not lose the tables
         echo(f"plots skipped: {type(exc).__name__}: {exc}")
         paths["plots"] = []
     echo(f"finished in {time.perf_counter() - t_start:.1f} s: {paths['results_md']}")

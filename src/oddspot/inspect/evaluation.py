@@ -1,0 +1,95 @@
+"""Evaluate a saved inspect model on the test split of a category: the one evaluation record.
+
+Writes, in `out`: metrics.json (`write_metrics(out, "inspect", ...)`: image and pixel metrics,
+calibration, run facts), scores.csv (path, label, defect_type, score [, normalized, anomalous]),
+curves.json, and the gallery material (`gallery/`). `oddspot report` reads only these files, so
+it works after the model and the dataset are gone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from oddspot.data.mvtec import SampleRef
+from oddspot.errors import OddspotError
+from oddspot.files import write_json
+from oddspot.inspect.layout import batched, split_test_refs
+from oddspot.metrics import InspectionEvaluator
+from oddspot.records.evaluation import CURVES_FILE, SCORES_FILE, write_csv, write_metrics
+from oddspot.records.gallery import ScoreRow, write_gallery
+from oddspot.runs.registry import load_model
+
+GALLERY_PER_GROUP = 12
+
+
+def evaluate(run: str | Path, data: str | Path, category: str, out: str | Path, split: str | None = None,
+             bootstrap: int = 1000, seed: int = 0, batch: int = 32, gallery: int = GALLERY_PER_GROUP,
+             warn: Callable[[str], Any] = print, device: str | None = None) -> dict[str, Any]:
+    """Score the test split with a saved model; write the evaluation record to `out` and return its metrics.
+
+    `split` defaults to the run's own protocol; `seed` drives the bootstrap; `gallery` is the number
+    of images per gallery group (0: no gallery material).
+    """
+    run, data, out = Path(run), Path(data), Path(out)
+    model = load_model(run, "inspect", device=device)
+    cal = model.postprocess
+    test, protocol = split_test_refs(run, data, category, split)
+    if not test:
+        raise OddspotError(f"{data / category / 'test'}: no test images for --split {protocol}; add test images")
+    evaluator = InspectionEvaluator(bootstrap=bootstrap, seed=seed)
+    rows: list[tuple[Any, ...]] = []
+    called = 0
+    t0 = time.perf_counter()
+    for chunk in batched(test, batch):
+        samples = [r.load() for r in chunk]
+        pred = model.predict([s.image for s in samples], maps=True)
+        called += getattr(model, "last_call", {}).get("n_localizer", 0)
+        for i, s in enumerate(samples):
+            mask = s.mask if s.mask is not None else np.zeros(s.image.shape[:2], bool)
+            evaluator.add(float(pred.scores[i]), int(s.label), pred.maps[i], mask, s.meta["defect_type"])
+            row = (s.meta["path"], s.label, s.meta["defect_type"], float(pred.scores[i]))
+            rows.append(row if cal is None else (*row, float(pred.normalized[i]), int(pred.decisions[i])))
+    seconds = time.perf_counter() - t0
+    if cal is not None:
+        metrics = evaluator.compute(image_threshold=cal.image_threshold, pixel_threshold=cal.pixel_threshold)
+    else:
+        metrics = evaluator.compute()
+    metrics["calibration"] = cal.to_dict() if cal is not None else None
+    if model.kind == "cascade":
+        metrics["cascade"] = {"localizer_call_rate": called / len(test), "thresholds": model.state.get("thresholds")}
+    metrics["run"] = {"category": category, "model_kind": model.kind, "split": protocol, "n_test": len(test),
+                      "seed": seed, "bootstrap_seed": seed, "predict_seconds": round(seconds, 3), "model": str(run)}
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / CURVES_FILE, evaluator.curves())
+    header = ["path", "label", "defect_type", "score"] + (["normalized", "anomalous"] if cal is not None else [])
+    write_csv(out / SCORES_FILE, header, rows)
+    if gallery:
+        score_rows = [ScoreRow(r[0], int(r[1]), r[2], r[3], bool(r[5]) if cal is not None else None) for r in rows]
+        write_gallery(out, score_rows, _renderer(model, test), image_threshold=cal.image_threshold if cal else None,
+                      pixel_threshold=cal.pixel_threshold if cal else None,
+                      display_max=model.state.get("map_display_max"), per_group=gallery, warn=warn)
+    write_metrics(out, "inspect", metrics)
+    return metrics
+
+
+def _renderer(model: Any, test: Sequence[SampleRef]) -> Callable[[Sequence[str]], list[Any]]:
+    """The gallery's `render`: re-load the chosen test samples and run the model on them once."""
+    by_path = {str(r.path): r for r in test}
+
+    def render(paths: Sequence[str]) -> list[Any]:
+        loaded = []
+        for p in paths:
+            try:
+                loaded.append(by_path[p].load())
+            except (KeyError, OddspotError):
+                loaded.append(None)
+        good = [s for s in loaded if s is not None]
+        maps = iter(model.predict([s.image for s in good], maps=True).maps if good else [])
+        return [None if s is None else (s.image, next(maps), s.mask) for s in loaded]
+
+    return render

@@ -1,0 +1,83 @@
+"""Score image files with a saved inspect model: scores.csv, heatmaps, predicted masks, raw maps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from oddspot.data.image_io import list_images, read_image
+from oddspot.errors import OddspotError
+from oddspot.files import write_npy, write_png
+from oddspot.inspect.layout import batched
+from oddspot.records.evaluation import SCORES_FILE, write_csv
+from oddspot.runs.registry import load_model
+from oddspot.visualize import heatmap_overlay
+
+ERRORS_FILE = "errors.csv"
+
+
+def collect_inputs(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
+    """(path as found, relative output path) for every image in `inputs` (files or folders, recursive)."""
+    found: list[tuple[Path, Path]] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found += [(f, f.relative_to(p)) for f in list_images(p, recursive=True)]
+        elif p.is_file():
+            found.append((p, Path(p.name)))
+        else:
+            raise OddspotError(f"{p}: no such file or folder; check the INPUT paths")
+    seen: dict[Path, Path] = {}
+    for path, rel in found:
+        if rel in seen and seen[rel] != path:
+            raise OddspotError(f"{path} and {seen[rel]} would both be written as {rel}; pass their common parent folder instead")
+        seen[rel] = path
+    if not found:
+        raise OddspotError(f"no images found in {', '.join(map(str, inputs))}; pass image files or folders")
+    return found
+
+
+def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path, save_maps: bool = False,
+            batch: int = 16, warn: Callable[[str], Any] = print, device: str | None = None) -> dict[str, Any]:
+    """Score images; write scores.csv, heatmaps/<rel>.png, masks/<rel>.png and (optionally) maps/<rel>.npy.
+
+    With a calibrated model, scores.csv holds `path,score,normalized,anomalous` and masks/ the
+    predicted defect pixels (pixel threshold); without one, `path,score` only.
+    A file that cannot be decoded is reported through `warn` and in errors.csv, and skipped.
+    """
+    out = Path(out)
+    model = load_model(run, "inspect", device=device)
+    items = collect_inputs(inputs)
+    top = float(model.state.get("map_display_max") or 0.0) or None
+    calibrated = model.postprocess is not None
+    rows: list[tuple[Any, ...]] = []
+    errors: list[tuple[str, str]] = []
+    for chunk in batched(items, batch):
+        good: list[tuple[Path, Path, np.ndarray]] = []
+        for path, rel in chunk:
+            try:
+                good.append((path, rel, read_image(path)))
+            except OddspotError as exc:
+                warn(f"skipped: {exc}")
+                errors.append((str(path), str(exc)))
+        if not good:
+            continue
+        pred = model.predict([g[2] for g in good], maps=True)
+        for i, (path, rel, image) in enumerate(good):
+            amap = pred.maps[i]
+            if calibrated:
+                rows.append((str(path), float(pred.scores[i]), float(pred.normalized[i]), int(pred.decisions[i])))
+            else:
+                rows.append((str(path), float(pred.scores[i])))
+            if pred.masks is not None:
+                write_png(out / "masks" / f"{rel}.png", pred.masks[i].astype(np.uint8) * 255)
+            write_png(out / "heatmaps" / f"{rel}.png", heatmap_overlay(image, amap, top))
+            if save_maps:
+                write_npy(out / "maps" / f"{rel}.npy", amap.astype(np.float32))
+    write_csv(out / SCORES_FILE, ["path", "score"] + (["normalized", "anomalous"] if calibrated else []), rows)
+    if errors:
+        write_csv(out / ERRORS_FILE, ["path", "error"], errors)
+    return {"scored": len(rows), "skipped": len(errors), "calibrated": calibrated}
