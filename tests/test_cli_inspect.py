@@ -196,3 +196,17 @@ def test_report_needs_neither_model_nor_dataset_after_evaluate(fitted_run, tiny_
     assert res.exit_code == 0, res.output
     html = (tmp_path / "eval" / "report.html").read_text()
     assert "brick" in html and "data:image/png;base64" in html
+
+
+def test_uncalibrated_run_evaluates_with_a_gallery_at_test_f1_thresholds(tiny_mvtec, small_options, tmp_path):
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(small_options))
+    run = tmp_path / "run"
+    res = run_cli("fit", tiny_mvtec, "-c", "brick", "-o", run, "--config", config, "--split", "standard")
+    assert res.exit_code == 0, res.output
+    assert json.loads((run / "model.json").read_text())["postprocess"] is None
+    res = run_cli("evaluate", run, tiny_mvtec, "-c", "brick", "-o", tmp_path / "eval", "--bootstrap", "0")
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    gallery = json.loads((tmp_path / "eval" / "gallery" / "gallery.json").read_text())
+    assert gallery["image_threshold"] == metrics["image"]["f1_max_threshold"]

@@ -70,8 +70,11 @@ def evaluate(run: str | Path, data: str | Path, category: str, out: str | Path, 
     write_csv(out / SCORES_FILE, header, rows)
     if gallery:
         score_rows = [ScoreRow(r[0], int(r[1]), r[2], r[3], bool(r[5]) if cal is not None else None) for r in rows]
-        write_gallery(out, score_rows, _renderer(model, test), image_threshold=cal.image_threshold if cal else None,
-                      pixel_threshold=cal.pixel_threshold if cal else None,
+        # Uncalibrated runs have no stored thresholds; the gallery then shows the test split's F1-max
+        # operating points, and the report labels them as such.
+        image_t = cal.image_threshold if cal else (metrics.get("image") or {}).get("f1_max_threshold")
+        pixel_t = cal.pixel_threshold if cal else (metrics.get("pixel") or {}).get("f1_max_threshold")
+        write_gallery(out, score_rows, _renderer(model, test), image_threshold=image_t, pixel_threshold=pixel_t,
                       display_max=model.state.get("map_display_max"), per_group=gallery, warn=warn)
     write_metrics(out, "inspect", metrics)
     return metrics
