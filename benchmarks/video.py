@@ -56,7 +56,7 @@ def main() -> None:
             fit_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             for v in test:
-                det.score_video(v)
+                det.predict([v])
             score_s = time.perf_counter() - t0
             print(f"{name:18s} fit {n_train / fit_s:7.1f} frames/s ({fit_s:6.1f} s)   score {n_test / score_s:7.1f} frames/s ({score_s:6.1f} s)")
 

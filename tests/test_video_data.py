@@ -13,7 +13,7 @@ from oddspot.data.avenue import AviVideo, labels_from_intervals, parse_size, rea
 from oddspot.data.ped2 import read_ped2
 from oddspot.data.synthetic_video import EVENT_TYPES, generate_video_dataset
 from oddspot.errors import OddspotError
-from oddspot.video.datasets import decode_videos, detect_layout, open_video_dataset
+from oddspot.video.datasets import decode_videos, detect_layout, open_video_dataset, open_videos
 
 
 def _moving_square(t: int, h: int = 32, w: int = 48) -> np.ndarray:
@@ -212,3 +212,32 @@ def test_generator_layout_labels_and_determinism(tmp_path):
     mat = read_interval_mat(tmp_path / "a" / "gt.mat")
     for v, iv in zip(test, mat):
         np.testing.assert_array_equal(labels_from_intervals(iv, len(v)), v.labels)
+
+
+def test_open_unlabeled_videos_in_every_shape(tmp_path, avenue_root):
+    single = _frame_folder(tmp_path / "one", "x", "cam", 3)
+    videos, errors = open_videos(single)
+    assert [v.video_id for v in videos] == ["cam"] and errors == [] and videos[0].labels is None
+    many = tmp_path / "many"
+    many.mkdir()
+    for vid, n in (("b", 2), ("a10", 2), ("a2", 3)):
+        d = many / vid
+        d.mkdir()
+        for t in range(n):
+            Image.fromarray(np.full((8, 8, 3), t, np.uint8)).save(d / f"{t}.png")
+    (many / "no_frames").mkdir()
+    (many / ".hidden").mkdir()
+    avi = avenue_root / "testing_videos" / "01.avi"
+    (many / "clip.avi").write_bytes(avi.read_bytes())
+    videos, errors = open_videos(many)
+    assert [v.video_id for v in videos] == ["a2", "a10", "b", "clip"]
+    assert [e["video"] for e in errors] == ["no_frames"] and "no frame images" in errors[0]["error"]
+    assert len(videos[-1].frames()) == 8
+    assert [v.video_id for v in open_videos(avi)[0]] == ["01"]
+    (many / "b.avi").write_bytes(avi.read_bytes())
+    with pytest.raises(OddspotError, match="several entries are named 'b'"):
+        open_videos(many)
+    with pytest.raises(OddspotError, match="no such file or folder"):
+        open_videos(tmp_path / "nowhere")
+    with pytest.raises(OddspotError, match="not a video file"):
+        open_videos(many / "a2" / "0.png")

@@ -1,4 +1,5 @@
-"""Smoothing and normalization use training statistics only; the legacy per-video protocol is opt-in."""
+"""Smoothing, normalization and the decision threshold use training statistics only; the legacy
+per-video protocol is opt-in; saved post-processors are read strictly."""
 
 from __future__ import annotations
 
@@ -71,3 +72,37 @@ def test_power_transform_fitted_on_training_and_monotone():
     assert np.all(np.diff(pt(grid)) > 0)
     again = PowerTransform.from_dict(pt.to_dict())
     np.testing.assert_allclose(again(grid), pt(grid))
+    with pytest.raises(OddspotError, match="scale"):
+        PowerTransform.from_dict({**pt.to_dict(), "scale": 0.0})
+
+
+def test_threshold_is_a_quantile_of_normalized_training_scores():
+    rng = np.random.default_rng(3)
+    train = [rng.normal(10, 2, 400), rng.normal(10, 2, 300)]
+    post = ScorePostprocessor(sigma=0.0, threshold_quantile=0.9).fit(train)
+    pooled = (np.concatenate(train) - post.mean) / post.std
+    assert post.threshold == pytest.approx(np.quantile(pooled, 0.9))
+    assert np.mean(pooled >= post.threshold) == pytest.approx(0.1, abs=0.01)
+    test = np.array([10.0, 30.0])
+    np.testing.assert_array_equal(post.decide(post(test)), [False, True])
+    assert post.decide(post(test, "legacy_minmax_per_video"), "legacy_minmax_per_video") is None
+    assert ScorePostprocessor(sigma=0.0, threshold_quantile=None).fit(train).threshold is None
+    raw = ScorePostprocessor(sigma=0.0, normalization="none", threshold_quantile=0.5).fit(train)
+    assert raw.threshold == pytest.approx(np.median(np.concatenate(train)))
+
+
+def test_saved_postprocessor_is_read_strictly():
+    post = ScorePostprocessor(sigma=1.0).fit([np.arange(20.0)])
+    again = ScorePostprocessor.from_dict(post.to_dict(), "model.json: postprocess")
+    assert again == post
+    bad = [({"threshold": "high"}, "threshold"), ({"std": 0.0}, "std"), ({"sigma": -1.0}, "sigma"),
+           ({"threshold_quantile": 1.5}, "threshold_quantile"), ({"fitted": 1}, "fitted"), ({"extra": 1}, "extra")]
+    for change, name in bad:
+        with pytest.raises(OddspotError, match=f"model.json: postprocess.*{name}"):
+            ScorePostprocessor.from_dict({**post.to_dict(), **change}, "model.json: postprocess")
+    partial = post.to_dict()
+    del partial["mean"]
+    with pytest.raises(OddspotError, match="field mean missing"):
+        ScorePostprocessor.from_dict(partial, "model.json: postprocess")
+    with pytest.raises(OddspotError, match="not fitted"):
+        ScorePostprocessor.from_dict({**post.to_dict(), "fitted": False}, "model.json: postprocess")

@@ -1,12 +1,26 @@
-"""Video-task verbs: `oddspot video fit`, `oddspot video evaluate`, `oddspot video generate`."""
+"""Video-task verbs: `oddspot video fit|predict|evaluate|demo|data`, each with the common options
+(`--out/-o`, `--config`, `--seed`, `--threads`, `--device`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
+from oddspot.cli.common import apply_runtime, common_options, echo_err, read_yaml_mapping
 from oddspot.errors import OddspotError
+
+LAYOUTS = ["auto", "avenue", "ped2", "frames"]
+PROTOCOLS = ["trained", "legacy_minmax_per_video"]
+KINDS = ["motion", "autoencoder"]
+DEMO_OUT = Path("runs/demo-video")
+# Flags that set an option of one model kind only: option name -> that kind.
+KIND_FLAGS = {
+    "encoder": "autoencoder", "epochs": "autoencoder", "train_loss": "autoencoder", "pixel_error": "autoencoder",
+    "pixel_weight": "autoencoder", "feature_weights": "autoencoder", "tta": "autoencoder", "power_transform": "autoencoder",
+    "coreset_ratio": "motion", "gap": "motion", "flow_weight": "motion", "position_weight": "motion",
+}
 
 
 def _floats(text: str, option: str) -> tuple[float, ...]:
@@ -16,10 +30,25 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
         raise OddspotError(f"{option} {text!r} not understood; give comma-separated numbers, e.g. 1,1") from None
 
 
-def _threads() -> None:
-    import torch
+def _model_options(kind: str, config: Path | None, seed: int, seed_given: bool, flags: dict[str, Any]) -> dict[str, Any]:
+    """Model options: the --config YAML, then the flags given on the command line (flags win)."""
+    from oddspot.data.avenue import parse_size
+    from oddspot.video.tta import VIEWS
 
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    options = read_yaml_mapping(config) if config is not None else {}
+    if seed_given or "seed" not in options:
+        options["seed"] = seed
+    given = {k: v for k, v in flags.items() if v is not None}
+    for name, owner in KIND_FLAGS.items():
+        if name in given and owner != kind:
+            raise OddspotError(f"--{name.replace('_', '-')} applies to --model {owner}, not {kind}")
+    if "size" in given:
+        given["size"] = parse_size(given["size"])
+    if "feature_weights" in given:
+        given["feature_weights"] = _floats(given["feature_weights"], "--feature-weights")
+    if "tta" in given:
+        given["tta"] = VIEWS if given["tta"] else ("identity",)
+    return {**options, **given}
 
 
 def register(group: click.Group) -> None:
@@ -31,14 +60,17 @@ def register(group: click.Group) -> None:
 
     @video.command("fit")
     @click.argument("data", type=click.Path(path_type=Path))
-    @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Model folder to write.")
-    @click.option("--model", type=click.Choice(["autoencoder", "motion"]), default="motion", show_default=True)
-    @click.option("--layout", type=click.Choice(["auto", "avenue", "ped2", "frames"]), default="auto", show_default=True)
-    @click.option("--size", default="96x128", show_default=True, help="Frame size HEIGHTxWIDTH the model works at.")
-    @click.option("--seed", type=int, default=0, show_default=True)
-    @click.option("--sigma", type=float, default=3.0, show_default=True, help="Temporal Gaussian smoothing (frames); 0 = none.")
-    @click.option("--normalization", type=click.Choice(["train_zscore", "none"]), default="train_zscore", show_default=True)
-    @click.option("--holdout-fraction", type=float, default=0.25, show_default=True, help="Tail of each training video used only for score statistics.")
+    @common_options("Model folder to write (model.json + model.safetensors).", config="model",
+                    seed_help="Seed of the model's random choices (coreset, decoder initialisation and batches).")
+    @click.option("--model", "kind", type=click.Choice(KINDS), default="motion", show_default=True)
+    @click.option("--layout", type=click.Choice(LAYOUTS), default="auto", show_default=True)
+    @click.option("--size", default=None, help="Frame size HEIGHTxWIDTH the model works at [default: 96x128].")
+    @click.option("--sigma", type=float, default=None, help="Temporal Gaussian smoothing (frames); 0 = none [default: 3].")
+    @click.option("--normalization", type=click.Choice(["train_zscore", "none"]), default=None, help="[default: train_zscore]")
+    @click.option("--holdout-fraction", type=float, default=None,
+                  help="Tail of each training video used only for the post-processor [default: 0.25].")
+    @click.option("--threshold-quantile", type=float, default=None,
+                  help="Decision threshold: this quantile of the held-out training scores [default: 0.995].")
     @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Keep decoded, resized frames here as .npy.")
     @click.option("--encoder", default=None, help="autoencoder: backbone name or 'scratch' [default: efficientnet_lite0].")
     @click.option("--epochs", type=int, default=None, help="autoencoder: training epochs [default: 10].")
@@ -46,92 +78,110 @@ def register(group: click.Group) -> None:
     @click.option("--pixel-error", type=click.Choice(["l1", "l2"]), default=None, help="autoencoder [default: l2].")
     @click.option("--pixel-weight", type=float, default=None, help="autoencoder [default: 1].")
     @click.option("--feature-weights", default=None, help="autoencoder: one weight per feature layer [default: 1,1].")
-    @click.option("--tta/--no-tta", default=False, show_default=True, help="autoencoder: average identity/hflip/vflip/rot180.")
-    @click.option("--power-transform/--no-power-transform", default=None, help="autoencoder: Yeo-Johnson per score component [default: on].")
+    @click.option("--tta/--no-tta", default=None, help="autoencoder: average identity/hflip/vflip/rot180 [default: off].")
+    @click.option("--power-transform/--no-power-transform", default=None,
+                  help="autoencoder: Yeo-Johnson per score component [default: on].")
     @click.option("--coreset-ratio", type=float, default=None, help="motion: memory bank fraction [default: 0.1].")
     @click.option("--gap", type=int, default=None, help="motion: frames between the stacked frames [default: 4].")
     @click.option("--flow-weight", type=float, default=None, help="motion: weight of the velocity cue [default: 4].")
     @click.option("--position-weight", type=float, default=None, help="motion: weight of the patch position [default: 3].")
-    def fit(data, out, model, layout, size, seed, sigma, normalization, holdout_fraction, cache_dir, encoder, epochs,
-            train_loss, pixel_error, pixel_weight, feature_weights, tta, power_transform, coreset_ratio, gap,
-            flow_weight, position_weight) -> None:
-        """Fit a detector on the normal training videos of DATA and save it to --out."""
-        from oddspot.data.avenue import parse_size
-        from oddspot.video.autoencoder import AutoencoderConfig, FrameAutoencoder
-        from oddspot.video.datasets import decode_videos, open_video_dataset
-        from oddspot.video.motion import MotionConfig, MotionDetector
-        from oddspot.video.tta import VIEWS
+    @click.pass_context
+    def fit(ctx: click.Context, data: Path, out: Path, config: Path | None, seed: int, threads: int, device: str,
+            kind: str, layout: str, cache_dir: Path | None, **flags: Any) -> None:
+        """Fit a model on the normal training videos of DATA and save it to --out.
 
-        _threads()
-        hw = parse_size(size)
-        common = dict(size=hw, seed=seed, sigma=sigma, normalization=normalization, holdout_fraction=holdout_fraction)
-        if model == "autoencoder":
-            given = dict(encoder=encoder, epochs=epochs, train_loss=train_loss, pixel_error=pixel_error,
-                         pixel_weight=pixel_weight, power_transform=power_transform,
-                         feature_weights=None if feature_weights is None else _floats(feature_weights, "--feature-weights"),
-                         tta=VIEWS if tta else ("identity",))
-            det = FrameAutoencoder(AutoencoderConfig(**common, **{k: v for k, v in given.items() if v is not None}))
-        else:
-            given = dict(coreset_ratio=coreset_ratio, gap=gap, flow_weight=flow_weight, position_weight=position_weight)
-            det = MotionDetector(MotionConfig(**common, **{k: v for k, v in given.items() if v is not None}))
-        videos, skipped = decode_videos(open_video_dataset(data, "train", layout=layout, cache_dir=cache_dir), hw)
-        for s in skipped:
-            click.echo(f"warning: skipped training video {s['video']}: {s['error']}", err=True)
-        det.fit(videos)
-        det.fit_info["skipped_videos"] = skipped
-        det.save(out)
-        click.echo(f"fitted {model} on {len(videos)} training videos ({det.fit_info['fit_frames']} frames, "
-                   f"{det.fit_info['holdout_frames']} held out for statistics) -> {out}")
+        --config is a YAML file of model options (see MotionConfig / AutoencoderConfig); flags given
+        on the command line override it.
+        """
+        from oddspot.video import pipeline
+
+        dev = apply_runtime(threads, device)
+        seed_given = ctx.get_parameter_source("seed") == click.core.ParameterSource.COMMANDLINE
+        options = _model_options(kind, config, seed, seed_given, flags)
+        model = pipeline.build(kind, options, source=str(config) if config is not None else f"{kind} options", device=dev)
+        pipeline.fit(data, out, model, layout=layout, cache_dir=cache_dir, warn=echo_err)
+        info, threshold = model.fit_info, model.post.threshold
+        decided = "no decision threshold" if threshold is None else f"threshold {threshold:.4g}"
+        click.echo(f"fitted {kind} on {len(info['train_videos'])} training videos ({info['fit_frames']} frames, "
+                   f"{info['holdout_frames']} held out for the post-processor; {decided}) -> {out}")
+
+    @video.command("predict")
+    @click.argument("run", type=click.Path(path_type=Path))
+    @click.argument("frames", type=click.Path(path_type=Path))
+    @common_options("Folder for scores.csv and errors.csv.")
+    @click.option("--protocol", type=click.Choice(PROTOCOLS), default="trained", show_default=True,
+                  help="legacy_minmax_per_video rescales each video by its own min/max (no decisions).")
+    @click.option("--cache-dir", type=click.Path(path_type=Path), default=None)
+    def predict(run: Path, frames: Path, out: Path, config: Path | None, seed: int, threads: int, device: str,
+                protocol: str, cache_dir: Path | None) -> None:
+        """Score videos without labels with the model in RUN.
+
+        FRAMES is a folder of frame images (one video), a folder of such folders and/or video files
+        (several videos), or one video file. Writes scores.csv (video,frame,path,score,normalized,anomalous)
+        and errors.csv (videos that could not be read; the others are still scored).
+        """
+        from oddspot.video import pipeline
+
+        dev = apply_runtime(threads, device)
+        result = pipeline.predict(run, frames, out, protocol=protocol, cache_dir=cache_dir, device=dev, warn=echo_err)
+        flagged = "no decisions (model without threshold)" if result["anomalous_frames"] is None else \
+            f"{result['anomalous_frames']} flagged anomalous"
+        click.echo(f"{result['kind']}: {result['frames']} frames of {result['videos']} videos scored, {flagged}; "
+                   f"{result['errors']} unreadable -> {Path(out) / 'scores.csv'}")
 
     @video.command("evaluate")
     @click.argument("run", type=click.Path(path_type=Path))
     @click.argument("data", type=click.Path(path_type=Path))
-    @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Folder for evaluation.json, scores and curves.")
-    @click.option("--layout", type=click.Choice(["auto", "avenue", "ped2", "frames"]), default="auto", show_default=True)
+    @common_options("Folder for the evaluation record (metrics.json, scores.csv, curves.json, score_curves.png).")
+    @click.option("--layout", type=click.Choice(LAYOUTS), default="auto", show_default=True)
     @click.option("--labels", type=click.Path(path_type=Path), default=None, help="Frame folders: ground truth (.mat intervals or labels.json).")
-    @click.option("--skip-first", type=int, default=0, show_default=True, help="Leave out the first N frames of every video.")
-    @click.option("--protocol", type=click.Choice(["trained", "legacy_minmax_per_video"]), default="trained", show_default=True,
+    @click.option("--skip-first", type=click.IntRange(0), default=0, show_default=True, help="Leave out the first N frames of every video.")
+    @click.option("--protocol", type=click.Choice(PROTOCOLS), default="trained", show_default=True,
                   help="legacy_minmax_per_video rescales each test video by its own min/max (uses test statistics).")
     @click.option("--cache-dir", type=click.Path(path_type=Path), default=None)
-    def evaluate(run, data, out, layout, labels, skip_first, protocol, cache_dir) -> None:
-        """Score the test videos of DATA with the model in RUN; write frame-level metrics and score curves."""
-        from oddspot.files import write_json
-        from oddspot.video.base import load_detector
-        from oddspot.video.datasets import decode_videos, open_video_dataset
-        from oddspot.video.evaluate import evaluate_video_scores, write_score_curves
+    def evaluate(run: Path, data: Path, out: Path, config: Path | None, seed: int, threads: int, device: str,
+                 layout: str, labels: Path | None, skip_first: int, protocol: str, cache_dir: Path | None) -> None:
+        """Score the labelled test videos of DATA with the model in RUN; write frame-level metrics and score curves."""
+        from oddspot.video import pipeline
 
-        _threads()
-        det = load_detector(run)
-        videos, skipped = decode_videos(open_video_dataset(data, "test", layout=layout, labels=labels, cache_dir=cache_dir), det.size)
-        for s in skipped:
-            click.echo(f"warning: skipped test video {s['video']}: {s['error']}", err=True)
-        if not videos:
-            raise OddspotError(f"{data}: no test video could be read; see the warnings above")
-        results = [det.score_video(v, protocol=protocol) for v in videos]
-        ev = evaluate_video_scores(results, videos, skip_first=skip_first)
-        ev.update(model=str(run), detector=det.kind, protocol=protocol, skipped_videos=skipped)
-        write_json(Path(out) / "evaluation.json", ev)
-        write_score_curves(out, results, videos, title=f"{det.kind}: frame scores (red: anomalous frames)")
-        click.echo(f"{det.kind}: micro AUROC {ev['micro_auroc']:.4f}  macro AUROC {ev['macro_auroc']:.4f}  AP {ev['ap']:.4f}  "
-                   f"({ev['frames']} frames, {len(videos)} videos, protocol {protocol})")
+        dev = apply_runtime(threads, device)
+        ev = pipeline.evaluate(run, data, out, layout=layout, labels=labels, skip_first=skip_first, protocol=protocol,
+                               cache_dir=cache_dir, device=dev, warn=echo_err)
+        click.echo(f"{ev['kind']}: micro AUROC {ev['micro_auroc']:.4f}  macro AUROC {ev['macro_auroc']:.4f}  AP {ev['ap']:.4f}  "
+                   f"({ev['frames']} frames, {len(ev['per_video'])} videos, protocol {protocol})")
         for kind, m in ev["per_event_type"].items():
             click.echo(f"  {kind}: AUROC {m['auroc']:.4f} ({m['frames']} frames)")
-        click.echo(f"wrote {Path(out) / 'evaluation.json'}")
+        d = ev["decision"]
+        if d["threshold"] is not None:
+            click.echo(f"  threshold {d['threshold']:.4g}: precision {d['precision']:.4f}  recall {d['recall']:.4f}  F1 {d['f1']:.4f}")
+        click.echo(f"wrote {Path(out) / 'metrics.json'}")
 
-    @video.command("generate")
-    @click.argument("out", type=click.Path(path_type=Path))
-    @click.option("--seed", type=int, default=0, show_default=True)
+    @video.command("demo")
+    @common_options(f"Folder for the demo data, models, records and report [default: {DEMO_OUT}].", out_required=False)
+    def demo(out: Path | None, config: Path | None, seed: int, threads: int, device: str) -> None:
+        """Generate synthetic videos, fit both models, evaluate them and write the report (a few minutes on 2 cores)."""
+        from oddspot.report import write_report
+        from oddspot.video.demo import run_video_demo
+
+        dev = apply_runtime(threads, device)
+        folder = out if out is not None else DEMO_OUT
+        run_video_demo(folder, seed=seed, device=dev)
+        click.echo(f"report: {write_report(folder, warn=echo_err)}")
+
+    @video.command("data")
+    @common_options("Folder to write the synthetic dataset to.", seed_help="Seed of the generated videos.")
     @click.option("--train-videos", type=int, default=4, show_default=True)
     @click.option("--test-videos", type=int, default=6, show_default=True)
-    @click.option("--frames", type=int, default=200, show_default=True)
-    @click.option("--size", default="96x128", show_default=True)
-    def generate(out, seed, train_videos, test_videos, frames, size) -> None:
-        """Write synthetic fixed-camera videos (frame-folder layout with labels) to OUT."""
+    @click.option("--frames", type=int, default=200, show_default=True, help="Frames per video (at least 60).")
+    @click.option("--size", default="96x128", show_default=True, help="Frame size HEIGHTxWIDTH.")
+    def data(out: Path, config: Path | None, seed: int, threads: int, device: str, train_videos: int, test_videos: int,
+             frames: int, size: str) -> None:
+        """Write synthetic fixed-camera videos (frame-folder layout with labels.json and gt.mat) to --out."""
         from oddspot.data.avenue import parse_size
         from oddspot.data.synthetic_video import generate_video_dataset
 
-        if min(train_videos, test_videos) < 1 or frames < 60:
-            raise OddspotError("need at least 1 training and 1 test video and --frames >= 60")
-        summary = generate_video_dataset(out, seed=seed, num_train=train_videos, num_test=test_videos, num_frames=frames, size=parse_size(size))
+        apply_runtime(threads, device)
+        summary = generate_video_dataset(out, seed=seed, num_train=train_videos, num_test=test_videos, num_frames=frames,
+                                         size=parse_size(size))
         events = sum(len(v["events"]) for v in summary["videos"].values())
         click.echo(f"wrote {train_videos} training and {test_videos} test videos ({events} events) to {out}")

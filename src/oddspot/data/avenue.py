@@ -20,17 +20,19 @@ import json
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from oddspot.data.image_io import is_image_file, read_image
+from oddspot.data.image_io import list_images, read_image
 from oddspot.data.sample import Sample
 from oddspot.errors import OddspotError
 from oddspot.files import write_npy
 
 Size = tuple[int, int]
+VIDEO_SUFFIXES = frozenset({".avi", ".mp4", ".mov", ".mkv"})
 
 
 @dataclass(frozen=True)
@@ -238,7 +240,12 @@ def natural_key(path: Path) -> tuple:
 
 def list_frame_files(folder: Path) -> list[Path]:
     """Image files of a frame folder in natural order, hidden files (e.g. '._0001.tif') skipped."""
-    return sorted((p for p in Path(folder).iterdir() if p.is_file() and is_image_file(p) and not p.name.startswith(".")), key=natural_key)
+    return sorted(list_images(Path(folder)), key=natural_key)
+
+
+def is_video_file(path: Path) -> bool:
+    """True for a visible file with a video container suffix (.avi, .mp4, .mov, .mkv)."""
+    return path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES and not path.name.startswith(".")
 
 
 def labels_from_intervals(intervals: np.ndarray | Sequence[Sequence[int]], num_frames: int, index_base: int = 1) -> np.ndarray:
@@ -316,17 +323,17 @@ def read_avenue(root: str | Path, split: str, cache_dir: Path | None = None) -> 
     folder = root / ("training_videos" if split == "train" else "testing_videos")
     if not folder.is_dir():
         raise OddspotError(f"{folder}: not found; an Avenue root holds training_videos/ and testing_videos/")
-    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in (".avi", ".mp4", ".mov", ".mkv") and not p.name.startswith(".")), key=natural_key)
+    files = sorted((p for p in folder.iterdir() if is_video_file(p)), key=natural_key)
     if not files:
         raise OddspotError(f"{folder}: no .avi videos found")
     videos: list[Video] = []
     for f in files:
-        labels = None
+        labels: Callable[[], np.ndarray] | None = None
         if split == "test":
             mat = root / "testing_label_mask" / f"{int(f.stem) if f.stem.isdigit() else f.stem}_label.mat"
             if not mat.exists():
                 raise OddspotError(f"{mat}: ground truth for {f.name} missing; Avenue test videos need testing_label_mask/N_label.mat")
-            labels = (lambda m=mat: read_vol_label(m))
+            labels = partial(read_vol_label, mat)
         videos.append(AviVideo(f.stem, f, labels=labels, cache_dir=cache_dir))
     return videos
 

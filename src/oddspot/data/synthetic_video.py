@@ -22,10 +22,13 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from oddspot.configs import check_range
+from oddspot.errors import OddspotError
 from oddspot.files import write_json, write_png
 
 EVENT_TYPES = ("wrong_direction", "too_fast", "unseen_object")
 FORMAT_VERSION = 1
+MIN_FRAMES = 60
 SHIRTS = np.array([[200, 40, 40], [40, 90, 200], [40, 160, 70], [220, 200, 60], [120, 60, 160], [230, 230, 230]], np.uint8)
 PERSON_H, PERSON_W = 14, 6
 CART_H, CART_W = 9, 16
@@ -183,12 +186,24 @@ def generate_video_dataset(
 ) -> dict:
     """Write a synthetic fixed-camera dataset under `out_dir`; return its summary (also in labels.json).
 
+    Needs at least one training and one test video of at least 60 frames (room for two events).
+
     Each test video holds two events of different types, spread so that over the test set every
     type occurs about equally often. Frames are labelled anomalous while an event's object has at
     least 3 columns inside the frame.
     """
     from scipy.io import savemat
 
+    check_range("num_train", num_train, 1, 1000)
+    check_range("num_test", num_test, 1, 1000)
+    check_range("num_frames", num_frames, MIN_FRAMES, 100_000)
+    if len(size) != 2:
+        raise OddspotError(f"size {size} must be (height, width)")
+    for side in size:
+        check_range("size", side, 32, 4096)
+    check_range("seed", seed, 0, 2**32 - 1)
+    check_range("spawn_rate", spawn_rate, 0.0, 1.0, low_open=True)
+    check_range("noise", noise, 0.0, 100.0)
     out = Path(out_dir)
     h, w = size
     rng = np.random.default_rng(seed)

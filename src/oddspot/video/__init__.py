@@ -1,18 +1,27 @@
 """Video task: per-frame anomaly scores for fixed cameras (frame autoencoder baseline, motion-aware detector).
 
 Public API:
-- `open_video_dataset(root, split)`: Avenue (.avi), UCSD Ped2 or frame-folder videos, lazily decoded.
-- `FrameAutoencoder` / `AutoencoderConfig`: the frame-wise reconstruction baseline.
+- `open_video_dataset(root, split)`: Avenue (.avi), UCSD Ped2 or frame-folder videos, lazily decoded;
+  `open_videos(path)`: unlabeled videos (a video file, a frame folder, or a folder of either).
 - `MotionDetector` / `MotionConfig`: nearest-neighbour scoring of motion-aware patch features.
-- `load_detector(folder)`: either detector from its saved folder.
-- `evaluate_video_scores`, `write_score_curves`: frame-level micro/macro AUROC and AP, score curves.
-- `ScorePostprocessor`: temporal smoothing and normalization with training statistics.
+- `FrameAutoencoder` / `AutoencoderConfig`: the frame-wise reconstruction baseline.
+  Both: `fit(videos)`, `predict(videos) -> list[Prediction]` (raw `scores`, `normalized`,
+  `decisions`, optional `maps`, `name` = video id), `save(folder)`, `Cls.load(folder)`;
+  `oddspot.runs.registry.load_model(folder, task="video")` loads either.
+- `ScorePostprocessor`: temporal smoothing, normalization and the decision threshold, fitted on
+  held-out training frames and saved in model.json's `postprocess`.
+- `evaluate_video_scores`, `write_evaluation`: frame-level micro/macro AUROC and AP, per event
+  type, the threshold's precision/recall/F1; the evaluation record (metrics.json, scores.csv, curves).
+- `pipeline`: the CLI verbs as functions (fit on a dataset, predict unlabeled videos, evaluate).
+
+Imports inside the package are one-way: `postprocess` <- `base` <- `motion`, `autoencoder` <- `upgrade`,
+`demo`, `pipeline`; `base` never imports the models built on it.
 """
 
 from oddspot.video.autoencoder import AutoencoderConfig, FrameAutoencoder
-from oddspot.video.base import VideoDetector, VideoScores, load_detector
-from oddspot.video.datasets import decode_videos, open_video_dataset
-from oddspot.video.evaluate import evaluate_video_scores, write_score_curves
+from oddspot.video.base import VideoDetector
+from oddspot.video.datasets import decode_videos, open_video_dataset, open_videos
+from oddspot.video.evaluate import evaluate_video_scores, write_evaluation, write_score_curves
 from oddspot.video.motion import MotionConfig, MotionDetector
 from oddspot.video.postprocess import ScorePostprocessor
 
@@ -23,10 +32,10 @@ __all__ = [
     "MotionDetector",
     "ScorePostprocessor",
     "VideoDetector",
-    "VideoScores",
     "decode_videos",
     "evaluate_video_scores",
-    "load_detector",
     "open_video_dataset",
+    "open_videos",
+    "write_evaluation",
     "write_score_curves",
 ]

@@ -15,26 +15,31 @@ This is a frame-wise model: it cannot see motion.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from oddspot.configs import check_range
 from oddspot.errors import OddspotError
 from oddspot.progress import track
-from oddspot.video.base import VideoDetector
+from oddspot.runs.contract import Record
+from oddspot.video.base import VideoDetector, check_common, check_tensor_names, load_module_tensors
 from oddspot.video.postprocess import PowerTransform, Standardizer
 from oddspot.video.tta import apply_view, check_views, invert_view
 
 SCRATCH_LAYERS = {"enc1": 2, "enc2": 4, "enc3": 8}
 ERRORS = ("l1", "l2")
+MAX_WEIGHT = 1e6
 
 
 @dataclass
 class AutoencoderConfig:
-    """Settings of the frame autoencoder; every weight of the score is here."""
+    """Settings of the frame autoencoder (the options of `oddspot video fit --model autoencoder`);
+    every weight of the score is here."""
 
     size: tuple[int, int] = (96, 128)
     encoder: str = "efficientnet_lite0"
@@ -54,6 +59,7 @@ class AutoencoderConfig:
     seed: int = 0
     sigma: float = 3.0
     normalization: str = "train_zscore"
+    threshold_quantile: float | None = 0.995
     holdout_fraction: float = 0.25
 
     def __post_init__(self) -> None:
@@ -75,16 +81,15 @@ class AutoencoderConfig:
             bad = [l for l in (self.latent_layer, *self.feature_layers) if l not in SCRATCH_LAYERS]
             if bad:
                 raise OddspotError(f"layer {bad[0]!r} unknown for the scratch encoder; choose from {', '.join(SCRATCH_LAYERS)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.train_step < 1:
-            raise OddspotError("epochs, batch_size and train_step must be at least 1")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> AutoencoderConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise OddspotError(f"autoencoder option {unknown[0]!r} unknown; known options: {', '.join(sorted(known))}")
-        return cls(**d)
+        check_common(self)
+        check_range("epochs", self.epochs, 1, 10_000)
+        check_range("lr", self.lr, 0.0, 10.0, low_open=True)
+        check_range("decoder_width", self.decoder_width, 1, 4096)
+        check_range("pixel_weight", self.pixel_weight, 0.0, MAX_WEIGHT)
+        for w in self.feature_weights:
+            check_range("feature_weights", w, 0.0, MAX_WEIGHT)
+        if not self.feature_layers:
+            raise OddspotError("feature_layers is empty; name at least one encoder layer")
 
 
 class ScratchEncoder(nn.Module):
@@ -141,12 +146,17 @@ def _error(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 class FrameAutoencoder(VideoDetector):
-    """Frame-wise reconstruction baseline (see module docstring)."""
+    """Frame-wise reconstruction baseline (see module docstring).
+
+    `FrameAutoencoder(AutoencoderConfig(...))` or `FrameAutoencoder(epochs=2, ...)`; `device` is where
+    the encoder and decoder run.
+    """
 
     kind = "autoencoder"
+    config_class = AutoencoderConfig
 
-    def __init__(self, config: AutoencoderConfig | None = None) -> None:
-        super().__init__(config or AutoencoderConfig())
+    def __init__(self, config: AutoencoderConfig | None = None, *, device: str | torch.device = "cpu", **options: Any) -> None:
+        super().__init__(config, device=device, **options)
         self.config: AutoencoderConfig
         self.backbone = None
         self.extractor = None
@@ -154,6 +164,10 @@ class FrameAutoencoder(VideoDetector):
         self.decoder: Decoder | None = None
         self.transforms: dict[str, PowerTransform | Standardizer] = {}
         self._build()
+
+    @property
+    def fitted(self) -> bool:
+        return bool(self.transforms)
 
     @property
     def components(self) -> tuple[str, ...]:
@@ -174,19 +188,21 @@ class FrameAutoencoder(VideoDetector):
         else:
             from oddspot.features import FeatureExtractor, build_backbone
 
-            self.backbone = build_backbone(cfg.encoder, device="cpu")
+            self.backbone = build_backbone(cfg.encoder, device=self.device)
             layers = list(dict.fromkeys([*cfg.feature_layers, cfg.latent_layer]))
             self.extractor = FeatureExtractor(self.backbone, layers)
             probe = self.extractor(self.backbone.preprocess(np.zeros((1, *cfg.size, 3), np.uint8)))[cfg.latent_layer]
             channels = probe.shape[1]
             stride = 2 ** int(round(math.log2(cfg.size[0] / probe.shape[2])))
-        self.decoder = Decoder(channels, stride, cfg.decoder_width)
+        self.decoder = Decoder(channels, stride, cfg.decoder_width).to(self.device)
+        if self.encoder is not None:
+            self.encoder.to(self.device)
 
     def _input(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 N x H x W x 3 -> float N x 3 x H x W in the encoder's input scaling."""
         if self.backbone is not None:
             return self.backbone.preprocess(frames, self.config.size).contiguous()
-        x = torch.as_tensor(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+        x = torch.as_tensor(np.ascontiguousarray(frames)).to(self.device).permute(0, 3, 1, 2).float()
         if tuple(x.shape[-2:]) != tuple(self.config.size):
             x = F.interpolate(x, size=self.config.size, mode="bilinear", align_corners=False, antialias=True)
         return (x - 127.0) / 128.0
@@ -205,7 +221,7 @@ class FrameAutoencoder(VideoDetector):
         gen = torch.Generator().manual_seed(cfg.seed)
         latents = None
         if self.encoder is None:  # frozen encoder: its outputs are computed once per view
-            latents = torch.empty((len(views), n, *self._latent_shape()))
+            latents = torch.empty((len(views), n, *self._latent_shape()), device=self.device)
             for vi, view in enumerate(views):
                 for s in range(0, n, 64):
                     x = apply_view(self._input(frames[s : s + 64]), view)
@@ -219,11 +235,12 @@ class FrameAutoencoder(VideoDetector):
             for s in range(0, n, cfg.batch_size):
                 batch = order[s : s + cfg.batch_size]
                 x = self._input(frames[batch[:, 1].numpy()])
+                on_device = batch.to(self.device)
                 for vi, view in enumerate(views):
-                    sel = batch[:, 0] == vi
+                    sel = on_device[:, 0] == vi
                     if view != "identity" and sel.any():
                         x[sel] = apply_view(x[sel], view)
-                z = latents[batch[:, 0], batch[:, 1]] if latents is not None else self._encode(x)[cfg.latent_layer]
+                z = latents[on_device[:, 0], on_device[:, 1]] if latents is not None else self._encode(x)[cfg.latent_layer]
                 recon = self.decoder(z, cfg.size)
                 loss = F.l1_loss(recon, x) if cfg.train_loss == "l1" else F.mse_loss(recon, x)
                 opt.zero_grad(set_to_none=True)
@@ -245,7 +262,7 @@ class FrameAutoencoder(VideoDetector):
         out = {c: np.zeros((frames.shape[0], *cfg.size), np.float32) for c in self.components}
         for s in range(0, frames.shape[0], 64):
             x0 = self._input(frames[s : s + 64])
-            acc = {c: torch.zeros((x0.shape[0], *cfg.size)) for c in self.components}
+            acc = {c: torch.zeros((x0.shape[0], *cfg.size), device=self.device) for c in self.components}
             for view in cfg.tta:
                 x = apply_view(x0, view)
                 feats = self._encode(x)
@@ -258,7 +275,7 @@ class FrameAutoencoder(VideoDetector):
                 for c, m in maps.items():
                     acc[c] += invert_view(m, view)
             for c in self.components:
-                out[c][s : s + 64] = (acc[c] / len(cfg.tta)).numpy()
+                out[c][s : s + 64] = (acc[c] / len(cfg.tta)).cpu().numpy()
         return out
 
     def _fit_components(self, segments: list[np.ndarray]) -> None:
@@ -281,29 +298,37 @@ class FrameAutoencoder(VideoDetector):
                 combined += np.float32(weights[c] / (t.scale if isinstance(t, PowerTransform) else t.std)) * m
         return score, combined
 
-    def _tensors(self) -> dict[str, torch.Tensor]:
-        out = {f"decoder.{k}": v for k, v in self.decoder.state_dict().items()}
-        if self.encoder is not None:
-            out.update({f"encoder.{k}": v for k, v in self.encoder.state_dict().items()})
-        return out
+    def _modules(self) -> dict[str, nn.Module]:
+        """The trained modules by tensor-name prefix: the decoder, and the encoder when trained from scratch."""
+        return {"decoder": self.decoder, **({"encoder": self.encoder} if self.encoder is not None else {})}
 
-    def _load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        def part(prefix: str) -> dict[str, torch.Tensor]:
-            return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    def _tensors(self) -> dict[str, Any]:
+        return {f"{prefix}.{k}": v for prefix, module in self._modules().items() for k, v in module.state_dict().items()}
 
-        try:
-            self.decoder.load_state_dict(part("decoder."), strict=True)
-            if self.encoder is not None:
-                self.encoder.load_state_dict(part("encoder."), strict=True)
-        except RuntimeError as exc:
-            raise OddspotError(f"autoencoder weights do not match its configuration ({str(exc).splitlines()[0]}); refit the model") from None
-        self.decoder.eval()
-        if self.encoder is not None:
-            self.encoder.eval()
+    def _load_tensors(self, record: Record) -> None:
+        modules = self._modules()
+        check_tensor_names(record, {f"{p}.{k}" for p, m in modules.items() for k in m.state_dict()})
+        for prefix, module in modules.items():
+            load_module_tensors(module, record.prefixed(prefix), f"{prefix}.", record)
+            module.eval()
 
-    def _state(self) -> dict:
+    def _state(self) -> dict[str, Any]:
         return {"transforms": {c: {"type": type(t).__name__, **t.to_dict()} for c, t in self.transforms.items()}}
 
-    def _load_state(self, state: dict) -> None:
+    def _load_state(self, state: dict[str, Any], source: str) -> None:
+        extra = sorted(set(state) - {"transforms"})
+        if extra:
+            raise OddspotError(f"{source}: unexpected field {extra[0]}; refit the model")
+        table = state.get("transforms")
+        if not isinstance(table, dict) or set(table) != set(self.components):
+            raise OddspotError(f"{source}: transforms must hold one entry per score component "
+                               f"({', '.join(self.components)}); refit the model")
         types = {"PowerTransform": PowerTransform, "Standardizer": Standardizer}
-        self.transforms = {c: types[d["type"]].from_dict(d) for c, d in state.get("transforms", {}).items()}
+        self.transforms = {}
+        for c in self.components:
+            entry = table[c]
+            kind = entry.get("type") if isinstance(entry, dict) else None
+            if kind not in types:
+                raise OddspotError(f"{source}: transforms.{c}.type must be PowerTransform or Standardizer; refit the model")
+            fields_ = {k: v for k, v in entry.items() if k != "type"}
+            self.transforms[c] = types[kind].from_dict(fields_, f"{source}: transforms.{c}")

@@ -1,10 +1,19 @@
-"""Open a video dataset folder of any supported layout (Avenue .avi, UCSD Ped2, frame folders)."""
+"""Open video datasets: labelled layouts (Avenue .avi, UCSD Ped2, frame folders) and unlabeled inputs."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from oddspot.data.avenue import Video, read_avenue, read_frame_folders
+from oddspot.data.avenue import (
+    AviVideo,
+    FrameFolderVideo,
+    Video,
+    is_video_file,
+    list_frame_files,
+    natural_key,
+    read_avenue,
+    read_frame_folders,
+)
 from oddspot.data.ped2 import is_ped2, read_ped2
 from oddspot.errors import OddspotError
 
@@ -62,3 +71,39 @@ def decode_videos(videos: list[Video], size: tuple[int, int]) -> tuple[list[Vide
             continue
         good.append(v)
     return good, skipped
+
+
+def open_videos(path: str | Path, cache_dir: Path | None = None) -> tuple[list[Video], list[dict]]:
+    """Unlabeled videos to score: `path` is a video file, a folder of frame images (one video), or a
+    folder of frame folders and/or video files (several videos, ids from their names).
+
+    Returns the videos and, for entries that cannot be a video (a folder without frame images),
+    {'video': id, 'path': ..., 'error': message}; decoding errors surface later, per video.
+    """
+    path = Path(path)
+    if path.is_file():
+        if not is_video_file(path):
+            raise OddspotError(f"{path}: not a video file (.avi, .mp4, .mov, .mkv); pass a video or a folder of frames")
+        return [AviVideo(path.stem, path, cache_dir=cache_dir)], []
+    if not path.is_dir():
+        raise OddspotError(f"{path}: no such file or folder; pass a video, a folder of frames or a folder of videos")
+    frames = list_frame_files(path)
+    if frames:
+        return [FrameFolderVideo(path.name, path, files=frames, cache_dir=cache_dir)], []
+    videos: list[Video] = []
+    errors: list[dict] = []
+    for entry in sorted((p for p in path.iterdir() if not p.name.startswith(".")), key=natural_key):
+        if entry.is_dir():
+            try:
+                videos.append(FrameFolderVideo(entry.name, entry, cache_dir=cache_dir))
+            except OddspotError as exc:
+                errors.append({"video": entry.name, "path": str(entry), "error": str(exc)})
+        elif is_video_file(entry):
+            videos.append(AviVideo(entry.stem, entry, cache_dir=cache_dir))
+    ids = [v.video_id for v in videos]
+    clash = sorted({i for i in ids if ids.count(i) > 1})
+    if clash:
+        raise OddspotError(f"{path}: several entries are named {clash[0]!r} (a folder and a video file?); rename one")
+    if not videos and not errors:
+        raise OddspotError(f"{path}: no frame images, frame folders or video files found")
+    return videos, errors

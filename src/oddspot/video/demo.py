@@ -1,4 +1,4 @@
-"""`oddspot demo --task video`: generate synthetic videos, fit both detectors, evaluate, write metrics.json."""
+"""`oddspot video demo`: generate synthetic videos, fit both detectors, evaluate, write the records."""
 
 from __future__ import annotations
 
@@ -7,16 +7,15 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
 from rich.console import Console
 from rich.table import Table
 
 from oddspot.data.synthetic_video import EVENT_TYPES, generate_video_dataset
-from oddspot.files import write_json
+from oddspot.records.evaluation import write_metrics
 from oddspot.video.autoencoder import AutoencoderConfig, FrameAutoencoder
 from oddspot.video.base import VideoDetector
 from oddspot.video.datasets import open_video_dataset
-from oddspot.video.evaluate import evaluate_video_scores, write_score_curves
+from oddspot.video.evaluate import write_evaluation
 from oddspot.video.motion import MotionConfig, MotionDetector
 
 DEMO_DATA = {"num_train": 4, "num_test": 6, "num_frames": 200, "size": (96, 128)}
@@ -42,28 +41,27 @@ def _dataset(root: Path, seed: int) -> dict:
     return generate_video_dataset(root, seed=seed, **DEMO_DATA)
 
 
-def run_video_demo(out_dir: Path, seed: int = 0, console: Console | None = None) -> dict:
+def run_video_demo(out_dir: str | Path, seed: int = 0, console: Console | None = None, device: str = "cpu") -> dict:
     """Generate synthetic fixed-camera videos, fit the frame autoencoder and the motion detector on the
-    training videos, evaluate both on the test videos, write `out_dir/metrics.json` and return it.
+    training videos, evaluate both on the test videos; return the summary.
 
-    Also writes per detector: the model folder (`models/<name>`), `<name>/evaluation.json`,
-    `<name>/scores.json` and `<name>/score_curves.png`.
+    Writes `data/` (the videos), `models/<name>/` (each run folder), `<name>/` (each evaluation
+    record: metrics.json, scores.csv, curves.json, score_curves.png) and `metrics.json`, a summary
+    (`"summary": true`, task "video") whose evaluations live in those sub-folders.
     """
     console = console or Console()
-    torch.set_num_threads(min(2, torch.get_num_threads()))
     out_dir = Path(out_dir)
     started = time.perf_counter()
     data_root = out_dir / "data"
     summary = _dataset(data_root, seed)
     train = open_video_dataset(data_root, "train")
     test = open_video_dataset(data_root, "test")
-    detectors: dict[str, VideoDetector] = {
-        "autoencoder": FrameAutoencoder(AutoencoderConfig(size=DEMO_DATA["size"], seed=seed)),
-        "motion": MotionDetector(MotionConfig(size=DEMO_DATA["size"], seed=seed)),
+    models: dict[str, VideoDetector] = {
+        "autoencoder": FrameAutoencoder(AutoencoderConfig(size=DEMO_DATA["size"], seed=seed), device=device),
+        "motion": MotionDetector(MotionConfig(size=DEMO_DATA["size"], seed=seed), device=device),
     }
     metrics: dict = {
-        "format_version": 1,
-        "task": "video",
+        "summary": True,
         "seed": seed,
         "data": {
             "root": str(data_root),
@@ -73,30 +71,32 @@ def run_video_demo(out_dir: Path, seed: int = 0, console: Console | None = None)
             "frames_per_video": summary["num_frames"],
             "size": summary["size"],
         },
-        "protocol": "trained (smoothing + normalization fitted on held-out training frames)",
+        "protocol": "trained (smoothing, normalization and threshold fitted on held-out training frames)",
         "detectors": {},
     }
-    for name, det in detectors.items():
+    for name, model in models.items():
         t0 = time.perf_counter()
-        det.fit(train)
+        model.fit(train)
         fit_s = time.perf_counter() - t0
-        det.save(out_dir / "models" / name)
+        model.save(out_dir / "models" / name)
         t0 = time.perf_counter()
-        results = [det.score_video(v) for v in test]
+        predictions = model.predict(test)
         score_s = time.perf_counter() - t0
-        ev = evaluate_video_scores(results, test)
-        write_json(out_dir / name / "evaluation.json", ev)
-        write_score_curves(out_dir / name, results, test, title=f"{name}: frame scores (red: anomalous frames)")
+        ev = write_evaluation(out_dir / name, predictions, test, threshold=model.post.threshold,
+                              extra={"model": str(out_dir / "models" / name), "kind": name, "protocol": "trained",
+                                     "skipped_videos": [], "threshold_quantile": model.post.threshold_quantile},
+                              title=f"{name}: frame scores (red: anomalous frames)")
         test_frames = sum(len(v) for v in test)
         metrics["detectors"][name] = {
             "micro_auroc": ev["micro_auroc"],
             "macro_auroc": ev["macro_auroc"],
             "ap": ev["ap"],
             "per_event_type_auroc": {k: v["auroc"] for k, v in ev["per_event_type"].items()},
+            "decision": {k: ev["decision"].get(k) for k in ("threshold", "precision", "recall", "f1")},
             "fit_seconds": round(fit_s, 2),
             "score_seconds": round(score_s, 2),
             "score_frames_per_second": round(test_frames / score_s, 2),
-            "config": asdict(det.config),
+            "config": asdict(model.config),
         }
     ae, mo = metrics["detectors"]["autoencoder"], metrics["detectors"]["motion"]
     metrics["motion_beats_autoencoder"] = {
@@ -104,9 +104,9 @@ def run_video_demo(out_dir: Path, seed: int = 0, console: Console | None = None)
         for k in EVENT_TYPES
     }
     metrics["total_seconds"] = round(time.perf_counter() - started, 2)
-    write_json(out_dir / "metrics.json", metrics)
+    path = write_metrics(out_dir, "video", metrics)
     console.print(_table(metrics))
-    console.print(f"metrics: {out_dir / 'metrics.json'}  curves: {out_dir}/<detector>/score_curves.png  ({metrics['total_seconds']:.0f} s)")
+    console.print(f"metrics: {path}  records: {out_dir}/<detector>/  ({metrics['total_seconds']:.0f} s)")
     return metrics
 
 
@@ -122,6 +122,8 @@ def _table(metrics: dict) -> Table:
         table.add_row(label, *(f"{metrics['detectors'][n][key]:.3f}" for n in names))
     for kind in EVENT_TYPES:
         table.add_row(f"AUROC {kind}", *(f"{metrics['detectors'][n]['per_event_type_auroc'].get(kind, float('nan')):.3f}" for n in names))
+    f1 = [metrics["detectors"][n]["decision"]["f1"] for n in names]
+    table.add_row("F1 at the threshold", *("-" if v is None else f"{v:.3f}" for v in f1))
     table.add_row("fit seconds", *(f"{metrics['detectors'][n]['fit_seconds']:.1f}" for n in names))
     table.add_row("scoring frames/s", *(f"{metrics['detectors'][n]['score_frames_per_second']:.1f}" for n in names))
     return table

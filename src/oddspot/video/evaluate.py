@@ -1,11 +1,16 @@
-"""Frame-level video evaluation through oddspot.metrics: micro (pooled) and macro (per video) AUROC/AP,
-per-event-type AUROC, and per-video score curves for the report.
+"""Frame-level video evaluation through oddspot.metrics, and the evaluation record it writes.
 
 - micro: every evaluated test frame of every video pooled into one ranking;
 - macro: the metric per video, averaged over the videos that have both normal and anomalous
   frames (the others are listed, not silently dropped);
 - per event type: the frames of that event type against all normal frames, pooled;
+- decision: precision, recall and F1 of the model's stored threshold (fitted on training frames)
+  on the pooled test frames;
 - `skip_first` leaves out the first N frames of every video (models that need past frames).
+
+`write_evaluation` writes the record `oddspot report` reads: `metrics.json` (task "video"),
+`scores.csv` (video,frame,label,score,normalized,anomalous), `curves.json` (frame-level ROC and PR
+curves) and `score_curves.png` (each video's scores over time, anomalous frames shaded).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +26,12 @@ from oddspot.data.avenue import Video
 from oddspot.errors import OddspotError
 from oddspot.files import atomic_write_bytes, write_json
 from oddspot.metrics import BinaryRankingMetrics
-from oddspot.video.base import VideoScores
+from oddspot.records.evaluation import CURVES_FILE, SCORES_FILE, write_csv, write_metrics
+from oddspot.runs.prediction import Prediction
+
+SCORE_CURVES_FILE = "score_curves.png"
+SCORES_HEADER = ("video", "frame", "label", "score", "normalized", "anomalous")
+KEYS = ("normalized", "scores")
 
 
 def _ranking(scores: np.ndarray, targets: np.ndarray) -> dict:
@@ -35,25 +46,40 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def evaluate_video_scores(
-    results: Sequence[VideoScores], videos: Sequence[Video], skip_first: int = 0, key: str = "scores"
-) -> dict:
-    """Frame-level metrics of `results` (matched to `videos` by id) on the frames after the first `skip_first`."""
+def _pooled(predictions: Sequence[Prediction], videos: Sequence[Video], skip_first: int, key: str):
+    """Per video (id, scores, labels, event types) after `skip_first`, checked against the ground truth."""
     if skip_first < 0:
         raise OddspotError(f"skip_first {skip_first} is negative; use 0 to keep every frame")
+    if key not in KEYS:
+        raise OddspotError(f"score key {key!r} unknown; use one of {', '.join(KEYS)}")
     by_id = {v.video_id: v for v in videos}
-    pooled_s, pooled_y, pooled_e = [], [], []
-    per_video: dict[str, dict] = {}
-    single_class: list[str] = []
-    for r in results:
-        video = by_id.get(r.video_id)
+    out = []
+    for p in predictions:
+        video = by_id.get(p.name)
         if video is None or video.labels is None:
-            raise OddspotError(f"video {r.video_id}: no ground truth; evaluation needs labelled test videos")
-        scores = np.asarray(getattr(r, key), dtype=np.float64)
+            raise OddspotError(f"video {p.name}: no ground truth; evaluation needs labelled test videos")
+        values = getattr(p, key)
+        if values is None:
+            raise OddspotError(f"video {p.name}: the predictions hold no {key} scores")
+        scores = np.asarray(values, dtype=np.float64)
         labels = video.labels
         if scores.shape[0] != labels.shape[0]:
-            raise OddspotError(f"video {r.video_id}: {scores.shape[0]} scores for {labels.shape[0]} labelled frames")
-        scores, labels, events = scores[skip_first:], labels[skip_first:], video.event_types()[skip_first:]
+            raise OddspotError(f"video {p.name}: {scores.shape[0]} scores for {labels.shape[0]} labelled frames")
+        out.append((p.name, scores[skip_first:], labels[skip_first:], video.event_types()[skip_first:]))
+    return out
+
+
+def evaluate_video_scores(
+    predictions: Sequence[Prediction], videos: Sequence[Video], skip_first: int = 0, key: str = "normalized",
+    threshold: float | None = None,
+) -> dict[str, Any]:
+    """Frame-level metrics of `predictions` (matched to `videos` by name) on the frames after the first
+    `skip_first`, ranked by `key` ('normalized', the default, or the raw 'scores'). With `threshold`
+    (on the `key` scale), also the decision's precision, recall and F1 ("anomalous iff score >= threshold")."""
+    per_video: dict[str, dict] = {}
+    single_class: list[str] = []
+    pooled_s, pooled_y, pooled_e = [], [], []
+    for vid, scores, labels, events in _pooled(predictions, videos, skip_first, key):
         if scores.size == 0:
             continue
         pooled_s.append(scores)
@@ -63,9 +89,9 @@ def evaluate_video_scores(
         if 0 < labels.sum() < labels.size:
             entry.update({k: v for k, v in _ranking(scores, labels).items() if k in ("auroc", "ap")})
         else:
-            single_class.append(r.video_id)
+            single_class.append(vid)
             entry.update(auroc=float("nan"), ap=float("nan"))
-        per_video[r.video_id] = entry
+        per_video[vid] = entry
     if not pooled_s:
         raise OddspotError("no frames left to evaluate; lower skip_first or give longer test videos")
     s, y, e = np.concatenate(pooled_s), np.concatenate(pooled_y), np.concatenate(pooled_e)
@@ -78,6 +104,7 @@ def evaluate_video_scores(
         per_event[kind] = {**_ranking(s[sel], (e[sel] == kind)), "frames": int((e == kind).sum())}
     return {
         "skip_first": int(skip_first),
+        "score": key,
         "frames": int(y.size),
         "anomalous_frames": int(y.sum()),
         "micro_auroc": micro["auroc"],
@@ -88,40 +115,73 @@ def evaluate_video_scores(
         "videos_without_both_classes": single_class,
         "per_event_type": per_event,
         "per_video": per_video,
+        "decision": _decision(s, y, threshold),
     }
 
 
-def write_score_curves(out_dir: str | Path, results: Sequence[VideoScores], videos: Sequence[Video], title: str = "") -> list[Path]:
-    """Write `scores.json` (per video raw and final scores, labels, event types) and `score_curves.png`."""
+def _decision(scores: np.ndarray, labels: np.ndarray, threshold: float | None) -> dict[str, Any]:
+    """Confusion counts, precision, recall and F1 of "anomalous iff score >= threshold" on the pooled frames."""
+    if threshold is None:
+        return {"threshold": None, "note": "no decision threshold (a model upgraded from oddspot 0.1, or the "
+                                           "legacy per-video protocol); refit the model for decisions"}
+    m = BinaryRankingMetrics()
+    m.update(scores, labels.astype(bool))
+    at = m.at_threshold(threshold)
+    keys = ("threshold", "precision", "recall", "f1", "accuracy", "tp", "fp", "tn", "fn")
+    return {k: at[k] for k in keys}
+
+
+def frame_curves(predictions: Sequence[Prediction], videos: Sequence[Video], skip_first: int = 0,
+                 key: str = "normalized", max_points: int = 1000) -> dict[str, Any]:
+    """Frame-level ROC and PR curves of the pooled test frames, downsampled, as plain lists."""
+    parts = _pooled(predictions, videos, skip_first, key)
+    m = BinaryRankingMetrics()
+    m.update(np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]).astype(bool))
+    return {"frame": {name: {k: np.asarray(v, dtype=np.float64).tolist() for k, v in curve.items()}
+                      for name, curve in m.curves(max_points).items()}}
+
+
+def score_rows(predictions: Sequence[Prediction], videos: Sequence[Video]) -> list[tuple]:
+    """Rows of scores.csv: video, frame, label (empty when unknown), raw score, normalized score,
+    anomalous (1/0; empty without decisions)."""
+    by_id = {v.video_id: v for v in videos}
+    rows = []
+    for p in predictions:
+        labels = by_id[p.name].labels if p.name in by_id else None
+        normalized = p.normalized if p.normalized is not None else [None] * len(p.scores)
+        for t, (raw, norm) in enumerate(zip(p.scores, normalized)):
+            rows.append((p.name, t, "" if labels is None else int(labels[t]), float(raw),
+                         "" if norm is None else float(norm),
+                         "" if p.decisions is None else int(bool(p.decisions[t]))))
+    return rows
+
+
+def write_score_curves(out_dir: str | Path, predictions: Sequence[Prediction], videos: Sequence[Video],
+                       title: str = "", threshold: float | None = None) -> Path:
+    """Write `score_curves.png`: per video the normalized frame scores over time, ground-truth anomalous
+    frames shaded, event names at their first frame, and the decision threshold dashed when given."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
-    import io
-
     import matplotlib.pyplot as plt
 
     out = Path(out_dir)
     by_id = {v.video_id: v for v in videos}
-    table = {}
-    for r in results:
-        v = by_id[r.video_id]
-        table[r.video_id] = {
-            "raw": [float(x) for x in r.raw],
-            "scores": [float(x) for x in r.scores],
-            "labels": None if v.labels is None else v.labels.tolist(),
-            "event_types": [str(x) for x in v.event_types()],
-        }
-    write_json(out / "scores.json", {"format_version": 1, "videos": table})
-    fig, axes = plt.subplots(len(results), 1, figsize=(8, 1.6 * len(results) + 0.6), squeeze=False, sharex=False)
-    for ax, r in zip(axes[:, 0], results):
-        v = by_id[r.video_id]
-        t = np.arange(len(r.scores))
+    fig, axes = plt.subplots(len(predictions), 1, figsize=(8, 1.6 * len(predictions) + 0.6), squeeze=False, sharex=False)
+    for ax, p in zip(axes[:, 0], predictions):
+        v = by_id[p.name]
+        values = p.normalized if p.normalized is not None else p.scores
+        t = np.arange(len(values))
         if v.labels is not None:
             ax.fill_between(t, 0, 1, where=v.labels.astype(bool), transform=ax.get_xaxis_transform(), color="tab:red", alpha=0.2, lw=0)
         for ev in v.events:
             ax.text(ev.start, 0.92, ev.type, transform=ax.get_xaxis_transform(), fontsize=7, va="top")
-        ax.plot(t, r.scores, color="tab:blue", lw=1)
-        ax.set_ylabel(r.video_id, fontsize=8)
+        ax.plot(t, values, color="tab:blue", lw=1)
+        if threshold is not None:
+            ax.axhline(threshold, color="tab:gray", lw=0.8, ls="--")
+        ax.set_ylabel(p.name, fontsize=8)
         ax.tick_params(labelsize=7)
     axes[-1, 0].set_xlabel("frame")
     if title:
@@ -130,5 +190,20 @@ def write_score_curves(out_dir: str | Path, results: Sequence[VideoScores], vide
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
-    atomic_write_bytes(out / "score_curves.png", buf.getvalue())
-    return [out / "scores.json", out / "score_curves.png"]
+    path = out / SCORE_CURVES_FILE
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def write_evaluation(out: str | Path, predictions: Sequence[Prediction], videos: Sequence[Video],
+                     skip_first: int = 0, threshold: float | None = None, extra: dict[str, Any] | None = None,
+                     title: str = "") -> dict[str, Any]:
+    """Evaluate and write the record: metrics.json (`extra` first, then the metrics), scores.csv,
+    curves.json and score_curves.png. Returns the metrics."""
+    out = Path(out)
+    metrics = {**(extra or {}), **evaluate_video_scores(predictions, videos, skip_first, threshold=threshold)}
+    write_metrics(out, "video", metrics)
+    write_csv(out / SCORES_FILE, SCORES_HEADER, score_rows(predictions, videos))
+    write_json(out / CURVES_FILE, frame_curves(predictions, videos, skip_first))
+    write_score_curves(out, predictions, videos, title=title, threshold=threshold)
+    return metrics

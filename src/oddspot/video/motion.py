@@ -20,22 +20,28 @@ largest patch distance. Frames before the start of a video are replaced by its f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from oddspot.configs import check_range
 from oddspot.errors import OddspotError
 from oddspot.progress import track
-from oddspot.video.base import VideoDetector
+from oddspot.runs.contract import TENSORS_FILE, Record
+from oddspot.video.base import VideoDetector, check_common, check_tensor_names
+from oddspot.video.postprocess import read_fields
 
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+MAX_GAP = 1000
+MAX_WEIGHT = 1e6
 
 
 @dataclass
 class MotionConfig:
-    """Settings of the motion-aware nearest-neighbour detector."""
+    """Settings of the motion-aware nearest-neighbour detector (the options of `oddspot video fit --model motion`)."""
 
     size: tuple[int, int] = (96, 128)
     backbone: str = "efficientnet_lite0"
@@ -55,30 +61,45 @@ class MotionConfig:
     seed: int = 0
     sigma: float = 3.0
     normalization: str = "train_zscore"
+    threshold_quantile: float | None = 0.995
     holdout_fraction: float = 0.25
 
     def __post_init__(self) -> None:
         self.size = tuple(int(v) for v in self.size)  # type: ignore[assignment]
         self.layers = tuple(self.layers)
         self.max_shift = tuple(int(v) for v in self.max_shift)  # type: ignore[assignment]
-        if self.gap < 1 or self.flow_step < 1:
-            raise OddspotError(f"gap ({self.gap}) and flow_step ({self.flow_step}) must be at least 1 frame")
-        if self.train_step < 1 or self.k < 1 or self.pool < 1:
-            raise OddspotError("train_step, k and pool must be at least 1")
-        if not 0.0 < self.coreset_ratio <= 1.0:
-            raise OddspotError(f"coreset_ratio {self.coreset_ratio} out of range; use a value in (0, 1]")
-        if self.position_weight < 0 or self.flow_weight < 0:
-            raise OddspotError("position_weight and flow_weight must be >= 0; use 0 to leave that cue out")
-        if len(self.max_shift) != 2 or min(self.max_shift) < 0 or max(self.max_shift) < 1:
-            raise OddspotError(f"max_shift {self.max_shift} must be (rows, columns) with a positive value")
+        check_common(self)
+        if not self.layers:
+            raise OddspotError("layers is empty; name at least one backbone layer, e.g. stage2")
+        check_range("gap", self.gap, 1, MAX_GAP)
+        check_range("flow_step", self.flow_step, 1, MAX_GAP)
+        check_range("pool", self.pool, 1, 15)
+        check_range("k", self.k, 1, 1000)
+        check_range("coreset_ratio", self.coreset_ratio, 0.0, 1.0, low_open=True)
+        check_range("position_weight", self.position_weight, 0.0, MAX_WEIGHT)
+        check_range("flow_weight", self.flow_weight, 0.0, MAX_WEIGHT)
+        check_range("foreground_threshold", self.foreground_threshold, 0.0, 255.0)
+        check_range("map_sigma", self.map_sigma, 0.0, 100.0)
+        if len(self.max_shift) != 2:
+            raise OddspotError(f"max_shift {self.max_shift} must be (rows, columns)")
+        for shift in self.max_shift:
+            check_range("max_shift", shift, 0, 64)
+        if max(self.max_shift) < 1:
+            raise OddspotError(f"max_shift {self.max_shift} must have a positive value (rows, columns)")
 
-    @classmethod
-    def from_dict(cls, d: dict) -> MotionConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise OddspotError(f"motion option {unknown[0]!r} unknown; known options: {', '.join(sorted(known))}")
-        return cls(**d)
+
+@dataclass
+class MotionState:
+    """Fitted numbers of a motion model besides its tensors: the feature scale and the bank's sizes."""
+
+    feature_scale: float
+    patches: int = 0
+    bank: int = 0
+
+    def __post_init__(self) -> None:
+        check_range("feature_scale", self.feature_scale, 0.0, None, low_open=True)
+        check_range("patches", self.patches, 0)
+        check_range("bank", self.bank, 0)
 
 
 def temporal_stacks(frames: np.ndarray, gap: int, indices: np.ndarray | None = None) -> np.ndarray:
@@ -146,21 +167,31 @@ def _blur(x: torch.Tensor) -> torch.Tensor:
 
 
 class MotionDetector(VideoDetector):
-    """PatchCore-style nearest-neighbour scoring of temporal-stack features (see module docstring)."""
+    """PatchCore-style nearest-neighbour scoring of temporal-stack features (see module docstring).
+
+    `MotionDetector(MotionConfig(...))` or `MotionDetector(coreset_ratio=0.25, ...)`; `device` is where
+    the backbone runs (flow, memory bank and search stay on the CPU).
+    """
 
     kind = "motion"
+    config_class = MotionConfig
 
-    def __init__(self, config: MotionConfig | None = None) -> None:
-        super().__init__(config or MotionConfig())
+    def __init__(self, config: MotionConfig | None = None, *, device: str | torch.device = "cpu", **options: Any) -> None:
+        super().__init__(config, device=device, **options)
         self.config: MotionConfig
         from oddspot.features import FeatureExtractor, build_backbone
 
-        self.backbone = build_backbone(self.config.backbone, device="cpu")
+        self.backbone = build_backbone(self.config.backbone, device=self.device)
         self.extractor = FeatureExtractor(self.backbone, list(self.config.layers))
         self.bank: np.ndarray | None = None
         self.background = torch.zeros(self.config.size)
         self.feature_scale: float = 1.0
+        self.bank_info: dict[str, int] = {}
         self._index = None
+
+    @property
+    def fitted(self) -> bool:
+        return self.bank is not None
 
     def _patch_features(self, grey: np.ndarray, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Deep features (N x h x w x C) and block-matching flow (N x h x w x 2) of the frames `idx`."""
@@ -178,7 +209,7 @@ class MotionDetector(VideoDetector):
                 if cfg.pool > 1:
                     m = F.avg_pool2d(m, cfg.pool, stride=1, padding=cfg.pool // 2, count_include_pad=False)
                 parts.append(F.adaptive_avg_pool2d(m, hw) if tuple(m.shape[-2:]) != hw else m)
-            deep.append(torch.cat(parts, dim=1).permute(0, 2, 3, 1).contiguous())
+            deep.append(torch.cat(parts, dim=1).permute(0, 2, 3, 1).contiguous().cpu())
             if cfg.flow_weight > 0:
                 trio = tuple(torch.from_numpy(grey[np.clip(part - k * cfg.flow_step, 0, None)]).float() for k in (2, 1, 0))
                 fg = (trio[2] - self.background).abs() > cfg.foreground_threshold
@@ -252,18 +283,34 @@ class MotionDetector(VideoDetector):
             up = gaussian_filter(up, sigma=(0, self.config.map_sigma, self.config.map_sigma))
         return up
 
-    def _tensors(self) -> dict[str, torch.Tensor]:
-        return {"bank": torch.from_numpy(self.bank), "background": self.background}
+    def _deep_channels(self) -> int:
+        """Channels of the deep part of a patch row, from one probe frame through the backbone."""
+        probe = self.extractor(self.backbone.preprocess(np.zeros((1, *self.config.size, 3), np.uint8), self.config.size))
+        return int(sum(m.shape[1] for m in probe.values()))
 
-    def _load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        if "bank" not in tensors or "background" not in tensors:
-            raise OddspotError("motion model weights hold no memory bank; refit the model")
-        self.bank = tensors["bank"].numpy().astype(np.float32)
-        self.background = tensors["background"].float()
+    def _tensors(self) -> dict[str, Any]:
+        return {"bank": self.bank, "background": self.background}
+
+    def _load_tensors(self, record: Record) -> None:
+        where = f"{record.source}/{TENSORS_FILE}"
+        check_tensor_names(record, {"bank", "background"})
+        bank = record.tensor("bank", ndim=2, dtype=np.float32)
+        width = self._deep_channels() + 4
+        if bank.shape[0] < 1 or bank.shape[1] != width:
+            raise OddspotError(f"{where}: tensor 'bank' has shape {bank.shape}, expected (rows >= 1, {width}) "
+                               "for this configuration; refit the model")
+        background = record.tensor("background", ndim=2, dtype=np.float32)
+        if background.shape != tuple(self.config.size):
+            raise OddspotError(f"{where}: tensor 'background' has shape {background.shape}, expected "
+                               f"{tuple(self.config.size)} (the model's frame size); refit the model")
+        self.bank = np.array(bank, dtype=np.float32)
+        self.background = torch.from_numpy(background.copy())
         self._index = None
 
-    def _state(self) -> dict:
-        return {"feature_scale": self.feature_scale, **getattr(self, "bank_info", {})}
+    def _state(self) -> dict[str, Any]:
+        return {"feature_scale": self.feature_scale, **self.bank_info}
 
-    def _load_state(self, state: dict) -> None:
-        self.feature_scale = float(state.get("feature_scale", 1.0))
+    def _load_state(self, state: dict[str, Any], source: str) -> None:
+        loaded = read_fields(MotionState, {"patches": 0, "bank": 0, **state}, source)
+        self.feature_scale = loaded.feature_scale
+        self.bank_info = {"patches": loaded.patches, "bank": loaded.bank} if loaded.bank else {}

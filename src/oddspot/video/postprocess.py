@@ -1,7 +1,7 @@
-"""Frame-score post-processing: temporal Gaussian smoothing, power transform and normalization.
+"""Frame-score post-processing: temporal Gaussian smoothing, power transform, normalization, decisions.
 
-Every fitted number here comes from training (held-out normal) scores and is stored with the
-model, so a test frame's score never depends on the other test frames' scores. The one
+Every fitted number here (normalization statistics, the decision threshold) comes from training
+(held-out normal) scores and is stored with the model, so a test frame's score never depends on the other test frames' scores. The one
 exception, per-test-video min-max scaling used by some papers, exists only as the named legacy
 protocol `legacy_minmax_per_video` and is never applied by default.
 """
@@ -9,16 +9,20 @@ protocol `legacy_minmax_per_video` and is never applied by default.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import TypeVar
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.stats import yeojohnson, yeojohnson_normmax
 
+from oddspot.configs import check_range, from_mapping
 from oddspot.errors import OddspotError
 
 NORMALIZATIONS = ("train_zscore", "none")
 PROTOCOLS = ("trained", "legacy_minmax_per_video")
+MAX_SIGMA = 1000.0
+T = TypeVar("T")
 
 
 def temporal_smooth(scores: np.ndarray, sigma: float) -> np.ndarray:
@@ -40,6 +44,16 @@ def legacy_minmax_per_video(scores: np.ndarray) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float64)
     lo, hi = float(scores.min()), float(scores.max())
     return np.zeros_like(scores) if hi <= lo else (scores - lo) / (hi - lo)
+
+
+def read_fields(cls: type[T], d: object, source: str) -> T:
+    """The dataclass `cls` from a saved mapping that must hold every field (strict types and ranges)."""
+    if not isinstance(d, dict):
+        raise OddspotError(f"{source}: expected an object, got {d!r:.60}; refit the model")
+    missing = [f.name for f in fields(cls) if f.name not in d]  # type: ignore[arg-type]
+    if missing:
+        raise OddspotError(f"{source}: field {missing[0]} missing; refit the model")
+    return from_mapping(cls, d, source)
 
 
 @dataclass
@@ -69,12 +83,18 @@ class PowerTransform:
         t = yeojohnson(np.asarray(values, dtype=np.float64) / self.scale, self.lmbda)
         return (t - self.mean) / self.std
 
+    def __post_init__(self) -> None:
+        for name in ("lmbda", "mean"):
+            check_range(name, getattr(self, name))
+        for name in ("std", "scale"):
+            check_range(name, getattr(self, name), 0.0, None, low_open=True)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> PowerTransform:
-        return cls(float(d["lmbda"]), float(d["mean"]), float(d["std"]), float(d["scale"]))
+    def from_dict(cls, d: object, source: str = "power transform") -> PowerTransform:
+        return read_fields(cls, d, source)
 
 
 @dataclass
@@ -94,42 +114,63 @@ class Standardizer:
     def __call__(self, values: np.ndarray) -> np.ndarray:
         return (np.asarray(values, dtype=np.float64) - self.mean) / self.std
 
+    def __post_init__(self) -> None:
+        check_range("mean", self.mean)
+        check_range("std", self.std, 0.0, None, low_open=True)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> Standardizer:
-        return cls(float(d["mean"]), float(d["std"]))
+    def from_dict(cls, d: object, source: str = "standardizer") -> Standardizer:
+        return read_fields(cls, d, source)
 
 
 @dataclass
 class ScorePostprocessor:
-    """Temporal smoothing then normalization with statistics of held-out training videos.
+    """Temporal smoothing, normalization and a decision threshold, all fitted on held-out training frames.
 
     `sigma` is the Gaussian's standard deviation in frames (0 = none); `normalization` is
-    'train_zscore' (default) or 'none'. Fit on training-video scores; apply to each video alone.
+    'train_zscore' (default) or 'none'. `threshold_quantile` (default 0.995) picks the decision
+    threshold: that quantile of the normalized held-out training scores, so about 0.5% of normal
+    frames are flagged; None fits no threshold. Fit on training-video scores; apply to each video alone.
+    `threshold` is None for a model upgraded from oddspot 0.1 (it had none): refit it for decisions.
     """
 
     sigma: float = 3.0
     normalization: str = "train_zscore"
+    threshold_quantile: float | None = 0.995
     mean: float = 0.0
     std: float = 1.0
+    threshold: float | None = None
     fitted: bool = False
 
     def __post_init__(self) -> None:
         if self.normalization not in NORMALIZATIONS:
             raise OddspotError(f"normalization {self.normalization!r} unknown; use one of {', '.join(NORMALIZATIONS)}")
-        if self.sigma < 0:
-            raise OddspotError(f"smoothing sigma {self.sigma} is negative; use 0 for no smoothing")
+        check_range("sigma", self.sigma, 0.0, MAX_SIGMA)
+        if self.threshold_quantile is not None:
+            check_range("threshold_quantile", self.threshold_quantile, 0.0, 1.0, low_open=True, high_open=True)
+        check_range("std", self.std, 0.0, None, low_open=True)
+        check_range("mean", self.mean)
+        if self.threshold is not None:
+            check_range("threshold", self.threshold)
 
     def fit(self, train_scores: Sequence[np.ndarray]) -> ScorePostprocessor:
-        """Fit mean and std on smoothed scores of training (normal, held-out) videos."""
+        """Fit mean and std on smoothed scores of training (normal, held-out) videos, then the threshold."""
         smoothed = [temporal_smooth(s, self.sigma) for s in train_scores if len(s)]
         if not smoothed:
             raise OddspotError("no training scores to fit the normalization; give more training frames")
         st = Standardizer.fit(np.concatenate(smoothed))
         self.mean, self.std, self.fitted = st.mean, st.std, True
+        self.threshold = None
+        if self.threshold_quantile is not None:
+            normalized = np.concatenate([self._normalize(s) for s in smoothed])
+            self.threshold = float(np.quantile(normalized, self.threshold_quantile))
         return self
+
+    def _normalize(self, smoothed: np.ndarray) -> np.ndarray:
+        return smoothed if self.normalization == "none" else (smoothed - self.mean) / self.std
 
     def __call__(self, scores: np.ndarray, protocol: str = "trained") -> np.ndarray:
         """Post-process one video's raw frame scores under `protocol` ('trained' or the legacy one)."""
@@ -138,15 +179,27 @@ class ScorePostprocessor:
         s = temporal_smooth(scores, self.sigma)
         if protocol == "legacy_minmax_per_video":
             return legacy_minmax_per_video(s)
-        if self.normalization == "none":
-            return s
-        if not self.fitted:
+        if self.normalization != "none" and not self.fitted:
             raise OddspotError("score normalization is not fitted; fit the detector on training videos first")
-        return (s - self.mean) / self.std
+        return self._normalize(s)
+
+    def decide(self, normalized: np.ndarray, protocol: str = "trained") -> np.ndarray | None:
+        """Per-frame decisions (True = anomalous: normalized >= threshold), or None without a threshold.
+
+        The threshold lives on the scale of the 'trained' protocol; under the legacy protocol
+        (scores rescaled per test video) there are no decisions.
+        """
+        if self.threshold is None or protocol != "trained":
+            return None
+        return np.asarray(normalized) >= self.threshold
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> ScorePostprocessor:
-        return cls(float(d["sigma"]), str(d["normalization"]), float(d["mean"]), float(d["std"]), bool(d["fitted"]))
+    def from_dict(cls, d: object, source: str = "postprocess") -> ScorePostprocessor:
+        """Strict reading of `to_dict`'s output: every field present, right types and ranges."""
+        post = read_fields(cls, d, source)
+        if post.normalization != "none" and not post.fitted:
+            raise OddspotError(f"{source}: the normalization is not fitted; refit the model")
+        return post
