@@ -4,9 +4,10 @@
     .venv/bin/python benchmarks/road.py --steps 5  # quicker
 
 Training: optimizer steps (forward, main + auxiliary loss, backward, AdamW) on augmented crops.
-Inference: network forward plus all seven score maps, batch of 8. Evaluation: `oddspot.road.evaluate`
-over the toy test split, every pixel of every score streamed through the metrics engine; reported
-as score-pixels per second of metric time and test pixels per second end to end (model included).
+Inference: network forward plus all seven score maps, batch of 8, and `RoadModel.predict` (one image
+at a time, as predictions are made). Evaluation: `oddspot.road.evaluate` over the toy test split,
+every pixel of every score streamed through the metrics engine; reported as score-pixels per second
+of metric time and test pixels per second end to end (model included).
 The model is untrained (throughput does not depend on the weights). Other processes on the machine
 slow every figure; the load average is printed with them.
 """
@@ -24,13 +25,14 @@ import torch
 
 from oddspot.data.streethazards import IGNORE_INDEX, load_split
 from oddspot.data.toy_streets import ToyStreetConfig, generate_toy_streets
+from oddspot.features.backbone import scale_pixels
 from oddspot.road.augment import augment_batch
-from oddspot.road.checkpoint import save_model
 from oddspot.road.demo import DEMO_MODEL, DEMO_TRAIN
+from oddspot.road.estimator import RoadConfig, RoadModel
 from oddspot.road.evaluate import evaluate
 from oddspot.road.inference import run_model
 from oddspot.road.model import DeepLabV3Plus
-from oddspot.road.scorer import SCORE_NAMES, ScoreConfig, fit_scorer
+from oddspot.road.scorer import SCORE_NAMES, ScoreConfig
 from oddspot.road.train import TrainConfig, _optimizer
 
 
@@ -64,7 +66,7 @@ def main() -> None:
             batch = [samples[(step * bs + j) % len(samples)] for j in range(bs)]
             t0 = time.perf_counter()
             x, y = augment_batch([s.image for s in batch], [s.labels for s in batch], tcfg.augment, rng)
-            x = ((x - 127.0) / 128.0).contiguous(memory_format=torch.channels_last)
+            x = scale_pixels(x, "lite")
             out = model(x)
             loss = ce(out["logits"], y) + tcfg.aux_weight * ce(out["aux"], y)
             opt.zero_grad(set_to_none=True)
@@ -73,22 +75,25 @@ def main() -> None:
             if step >= 2:
                 t_train += time.perf_counter() - t0
                 n_img += bs
-        model.eval()
-        run = Path(tmp) / "run"
-        save_model(run, model, {"train": tcfg.to_dict(), "seed": 0})
-        scorer = fit_scorer(model, train_split, load_split(data, "validation"), ScoreConfig(val_pixels_per_image=1000))
-        scorer.save(run)
+        road = RoadModel(RoadConfig(model=DEMO_MODEL, train=tcfg, scores=ScoreConfig(val_pixels_per_image=1000)),
+                         device="cpu")
+        road.network = model.eval()
+        road.fit_scores(data, log=lambda s: None)
+        scorer = road.scorer
         images = np.stack([s.image for s in samples[:8]])
-        run_model(model, images, features=scorer.features)
+        run_model(road.network, images, features=scorer.features)
         t_inf, n_inf = 0.0, 0
         for _ in range(5):
             t0 = time.perf_counter()
-            out = run_model(model, images, features=scorer.features)
+            out = run_model(road.network, images, features=scorer.features)
             scorer.maps(out["logits"], out["features"])
             t_inf += time.perf_counter() - t0
             n_inf += len(images)
         t0 = time.perf_counter()
-        m = evaluate(run, data, None, batch_size=8, log=lambda s: None)
+        road.predict(list(images))
+        t_pred = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        m = evaluate(road, data, None, batch_size=8, panels=0, log=lambda s: None)
         t_eval = time.perf_counter() - t0
     px = m["anomaly"]["n_pixels"]
     load = os.getloadavg()[0]
@@ -96,7 +101,8 @@ def main() -> None:
     print(f"road benchmark: toy streets {h}x{w}, {args.threads} threads, device cpu, load average {load:.2f}")
     print(f"training:   {n_img / t_train:.1f} images/s  (batch {bs}, crop {tcfg.augment.crop_size[0]}x"
           f"{tcfg.augment.crop_size[1]}, scales {tcfg.augment.scale_range[0]}-{tcfg.augment.scale_range[1]})")
-    print(f"inference:  {n_inf / t_inf:.1f} images/s  (network + {len(SCORE_NAMES)} score maps, batch 8)")
+    print(f"inference:  {n_inf / t_inf:.1f} images/s  (network + {len(SCORE_NAMES)} score maps, batch 8); "
+          f"predict {len(images) / t_pred:.1f} images/s (one at a time, decision score only)")
     print(f"evaluation: {m['timing']['score_pixels_per_second'] / 1e6:.2f} M score-pixels/s in the metrics engine "
           f"({len(SCORE_NAMES)} scores, pooled + per-image); {px / t_eval / 1e6:.3f} M test pixels/s end to end "
           f"({px} pixels, {m['anomaly']['n_images']} images, validation mIoU pass included)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,7 +10,7 @@ import torch
 
 from oddspot.errors import OddspotError
 from oddspot.road.augment import AugmentConfig, augment_batch
-from oddspot.road.checkpoint import check_labels, load_model, save_model
+from oddspot.road.checkpoint import check_labels, network_from_weights
 from oddspot.road.model import DeepLabV3Plus, ModelConfig
 
 SMALL = ModelConfig(num_classes=5, aspp_channels=16, aspp_rates=(1, 2), low_level_channels=8, decoder_channels=16,
@@ -57,26 +57,38 @@ def test_aux_head_trained_then_absent_at_inference(model):
     assert not any(k.startswith("aux_head.") for k in model.inference_state_dict())
 
 
-def test_checkpoint_roundtrip_and_class_count_checks(model, tmp_path):
+def test_weights_are_checked_against_the_config(model):
     model.eval()
-    save_model(tmp_path, model, {"train": {}})
-    back = load_model(tmp_path, num_classes=5)
+    weights = model.inference_state_dict()
+    back = network_from_weights(SMALL, weights, "w.safetensors", num_classes=5)
     x = torch.randn(1, 3, 48, 80)
     with torch.no_grad():
-        torch.testing.assert_close(back(x)["logits"], model(x)["logits"])
+        assert torch.equal(back(x)["logits"], model(x)["logits"])
     with pytest.raises(OddspotError, match="5 classes, but 13 expected"):
-        load_model(tmp_path, num_classes=13)
-    cfg = json.loads((tmp_path / "config.json").read_text())
-    cfg["model"]["num_classes"] = 7
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(OddspotError, match="checkpoint classifier: 5 classes, but 7 expected"):
-        load_model(tmp_path)
-    cfg["model"]["num_clases"] = 5
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(OddspotError, match="unknown option"):
-        load_model(tmp_path)
-    with pytest.raises(OddspotError, match="not found"):
-        load_model(tmp_path / "missing")
+        network_from_weights(SMALL, weights, "w.safetensors", num_classes=13)
+    with pytest.raises(OddspotError, match="w.safetensors: the classifier: 5 classes, but 7 expected"):
+        network_from_weights(replace(SMALL, num_classes=7), weights, "w.safetensors")
+    with pytest.raises(OddspotError, match="unexpected tensor network.extra"):
+        network_from_weights(SMALL, {**weights, "extra": torch.zeros(1)}, "w.safetensors", prefix="network.")
+    cut = {k: v for k, v in weights.items() if k != "decoder.0.0.weight"}
+    with pytest.raises(OddspotError, match="missing tensor decoder.0.0.weight"):
+        network_from_weights(SMALL, cut, "w.safetensors")
+    with pytest.raises(OddspotError, match="the config builds"):
+        network_from_weights(replace(SMALL, decoder_channels=8), weights, "w.safetensors")
+    half = {**weights, "low_proj.0.weight": weights["low_proj.0.weight"].half()}
+    with pytest.raises(OddspotError, match="torch.float16, expected torch.float32"):
+        network_from_weights(SMALL, half, "w.safetensors")
+
+
+def test_config_ranges_are_checked():
+    with pytest.raises(OddspotError, match="aspp_channels 0 out of range"):
+        ModelConfig(aspp_channels=0)
+    with pytest.raises(OddspotError, match="dropout 1.0 out of range"):
+        ModelConfig(dropout=1.0)
+    with pytest.raises(OddspotError, match="num_classes 1 out of range"):
+        ModelConfig(num_classes=1)
+    with pytest.raises(OddspotError, match="blur_prob 2.0 out of range"):
+        AugmentConfig(blur_prob=2.0)
 
 
 def test_class_weights_from_training_frequencies():

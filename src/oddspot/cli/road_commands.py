@@ -1,17 +1,31 @@
-"""Road-task verbs: `oddspot road toy-data | train | evaluate | predict`."""
+"""Road-task verbs: `oddspot road fit|predict|evaluate|demo|data`, each with the common options
+(`--out/-o`, `--config`, `--seed`, `--threads`, `--device`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
+from oddspot.cli.common import apply_runtime, common_options, echo_err, read_yaml_mapping
 from oddspot.errors import OddspotError
 
+DEMO_OUT = Path("runs/demo-road")
+# Fit flags: option name -> (section of RoadConfig, key); section None = a top-level option.
+FIT_FLAGS: dict[str, tuple[str | None, str]] = {
+    "num_classes": ("model", "num_classes"), "aspp_rates": ("model", "aspp_rates"),
+    "aspp_channels": ("model", "aspp_channels"), "decoder_channels": ("model", "decoder_channels"),
+    "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"), "optimizer": ("train", "optimizer"),
+    "lr": ("train", "lr"), "schedule": ("train", "schedule"), "patience": ("train", "patience"),
+    "freeze": ("train", "freeze"), "max_train_images": ("train", "max_train_images"),
+    "eval_size": ("train", "eval_size"), "class_weighting": ("train", "class_weighting"),
+    "features": ("scores", "features"), "temperature": ("scores", "temperature"), "sigma": ("scores", "sigma"),
+    "score": (None, "score"),
+}
 
-def _pair(text: str | None, option: str, cast=int, sep: str = "x") -> tuple | None:
-    if text is None:
-        return None
+
+def _pair(text: str, option: str, cast: Any = int, sep: str = "x") -> tuple[Any, Any]:
     parts = text.lower().split(sep)
     try:
         if len(parts) != 2:
@@ -21,16 +35,47 @@ def _pair(text: str | None, option: str, cast=int, sep: str = "x") -> tuple | No
         raise OddspotError(f"{option} {text!r}: expected two numbers like 1{sep}2") from None
 
 
-def _threads(n: int) -> None:
-    import torch
+def _section(options: dict[str, Any], name: str, source: str) -> dict[str, Any]:
+    value = options.setdefault(name, {})
+    if not isinstance(value, dict):
+        raise OddspotError(f"{source}: {name} must be a mapping of option: value")
+    return value
 
-    if n < 1:
-        raise OddspotError(f"--threads {n}: use at least 1")
-    torch.set_num_threads(n)
 
-
-def _echo(msg: str) -> None:
-    click.echo(msg, err=True)
+def fit_options(config: Path | None, seed: int, seed_given: bool, flags: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """RoadConfig options: the --config YAML (nested model / train / scores mappings), then the flags
+    given on the command line (flags win). `--seed` seeds training and score fitting unless the
+    YAML sets those seeds and --seed is not given. Returns (options, where they came from)."""
+    source = str(config) if config is not None else "road fit options"
+    options = read_yaml_mapping(config) if config is not None else {}
+    train, scores = _section(options, "train", source), _section(options, "scores", source)
+    for section in (train, scores):
+        if seed_given or "seed" not in section:
+            section["seed"] = seed
+    given = {k: v for k, v in flags.items() if v is not None}
+    if "aspp_rates" in given:
+        try:
+            given["aspp_rates"] = [int(r) for r in given["aspp_rates"].split(",")]
+        except ValueError:
+            raise OddspotError(f"--aspp-rates {given['aspp_rates']!r}: expected integers like 6,12,18") from None
+    if "eval_size" in given:
+        given["eval_size"] = list(_pair(given["eval_size"], "--eval-size"))
+    if "freeze" in given and given["freeze"].lower() == "none":
+        given["freeze"] = None
+    for name, value in given.items():
+        if name in ("crop", "scale_range"):
+            continue
+        section, key = FIT_FLAGS[name]
+        (options if section is None else _section(options, section, source))[key] = value
+    if "crop" in given or "scale_range" in given:
+        augment = train.setdefault("augment", {})
+        if not isinstance(augment, dict):
+            raise OddspotError(f"{source}: train.augment must be a mapping of option: value")
+        if "crop" in given:
+            augment["crop_size"] = list(_pair(given["crop"], "--crop"))
+        if "scale_range" in given:
+            augment["scale_range"] = list(_pair(given["scale_range"], "--scale-range", float, "-"))
+    return options, source
 
 
 def register(group: click.Group) -> None:
@@ -40,94 +85,110 @@ def register(group: click.Group) -> None:
     def road() -> None:
         """Road scenes: segmentation network + per-pixel anomaly scores (StreetHazards layout)."""
 
-    @road.command("toy-data")
-    @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-    @click.option("--n-train", default=240, show_default=True, help="Training scenes.")
-    @click.option("--n-val", default=40, show_default=True, help="Validation scenes.")
-    @click.option("--n-test", default=60, show_default=True, help="Test scenes (with unseen objects).")
-    @click.option("--size", default="128x256", show_default=True, help="Scene size HxW.")
-    @click.option("--seed", default=0, show_default=True)
-    def toy_data(out: Path, n_train: int, n_val: int, n_test: int, size: str, seed: int) -> None:
-        """Write procedural toy street scenes in the StreetHazards layout to OUT."""
-        from oddspot.data.toy_streets import ToyStreetConfig, generate_toy_streets
-
-        h, w = _pair(size, "--size")
-        generate_toy_streets(out, ToyStreetConfig(height=h, width=w, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed))
-        click.echo(f"wrote toy streets to {out} ({n_train} train, {n_val} val, {n_test} test)")
-
-    @road.command("train")
+    @road.command("fit")
     @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
-    @click.option("--out", "run", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
-    @click.option("--epochs", default=30, show_default=True)
-    @click.option("--batch-size", default=8, show_default=True)
-    @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
-    @click.option("--lr", default=1e-3, show_default=True)
-    @click.option("--schedule", type=click.Choice(["poly", "cosine"]), default="poly", show_default=True)
-    @click.option("--patience", default=5, show_default=True, help="Early stopping: epochs without mIoU gain.")
-    @click.option("--crop", default="384x384", show_default=True, help="Training crop HxW (smaller when the scale needs).")
-    @click.option("--scale-range", default="0.5-2.0", show_default=True, help="Multi-scale crop range.")
-    @click.option("--freeze", default="stage1", show_default=True, help="Freeze the backbone up to this stage ('none').")
-    @click.option("--num-classes", type=int, default=None, help="Known classes (checked against the data).")
-    @click.option("--aspp-rates", default="6,12,18", show_default=True)
-    @click.option("--aspp-channels", default=128, show_default=True)
-    @click.option("--decoder-channels", default=128, show_default=True)
-    @click.option("--eval-size", default=None, help="Run the network at HxW for validation/scoring.")
+    @common_options("Run folder to write (model.json + model.safetensors, and the training state).", config="model",
+                    seed_help="Seed of training and score fitting (crops, batches, pixel subsets).")
+    @click.option("--resume", is_flag=True, help="Continue the interrupted fit whose training state is in --out.")
+    @click.option("--epochs", type=int, default=None, help="[default: 30]")
+    @click.option("--batch-size", type=int, default=None, help="[default: 8]")
+    @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default=None, help="[default: adamw]")
+    @click.option("--lr", type=float, default=None, help="[default: 0.001]")
+    @click.option("--schedule", type=click.Choice(["poly", "cosine"]), default=None, help="[default: poly]")
+    @click.option("--patience", type=int, default=None, help="Early stopping: epochs without mIoU gain [default: 5].")
+    @click.option("--crop", default=None, help="Training crop HxW, smaller when the scale needs [default: 384x384].")
+    @click.option("--scale-range", default=None, help="Multi-scale crop range [default: 0.5-2.0].")
+    @click.option("--freeze", default=None, help="Freeze the backbone up to this stage, or 'none' [default: stage1].")
+    @click.option("--num-classes", type=int, default=None, help="Known classes, checked against the data [default: 13].")
+    @click.option("--aspp-rates", default=None, help="[default: 6,12,18]")
+    @click.option("--aspp-channels", type=int, default=None, help="[default: 128]")
+    @click.option("--decoder-channels", type=int, default=None, help="[default: 128]")
+    @click.option("--eval-size", default=None, help="Run the network at HxW for validation, scoring and prediction.")
     @click.option("--max-train-images", type=int, default=None, help="Seeded subset of the training split.")
-    @click.option("--class-weighting", type=click.Choice(["sqrt_inverse", "none"]), default="sqrt_inverse",
-                  show_default=True, help="Cross-entropy class weights from training pixel frequencies.")
-    @click.option("--features", type=click.Choice(["low_level", "decoder_input", "decoder_output"]), default="low_level",
-                  show_default=True, help="Decoder feature map for the Mahalanobis score.")
-    @click.option("--temperature", default=1.0, show_default=True, help="Energy temperature.")
-    @click.option("--sigma", default=1.0, show_default=True, help="Fusion smoothing (pixels).")
-    @click.option("--seed", default=0, show_default=True)
-    @click.option("--resume", is_flag=True, help="Continue the run saved in --out.")
-    @click.option("--device", default=None, help="cpu or cuda (default: cuda when present).")
-    @click.option("--threads", default=2, show_default=True, help="CPU threads for torch.")
-    def train_cmd(data: Path, run: Path, epochs: int, batch_size: int, optimizer: str, lr: float, schedule: str,
-                  patience: int, crop: str, scale_range: str, freeze: str, num_classes: int | None, aspp_rates: str,
-                  aspp_channels: int, decoder_channels: int, eval_size: str | None, max_train_images: int | None,
-                  class_weighting: str, features: str, temperature: float, sigma: float, seed: int, resume: bool,
-                  device: str | None, threads: int) -> None:
-        """Train DeepLabV3+ on DATA (StreetHazards layout) into RUN and fit the anomaly scores."""
-        from oddspot.data.streethazards import NUM_KNOWN_CLASSES
-        from oddspot.road.augment import AugmentConfig
-        from oddspot.road.model import ModelConfig
-        from oddspot.road.scorer import ScoreConfig
-        from oddspot.road.train import TrainConfig, train
+    @click.option("--class-weighting", type=click.Choice(["sqrt_inverse", "none"]), default=None,
+                  help="Cross-entropy class weights from training pixel frequencies [default: sqrt_inverse].")
+    @click.option("--features", type=click.Choice(["low_level", "decoder_input", "decoder_output"]), default=None,
+                  help="Decoder feature map of the Mahalanobis score [default: low_level].")
+    @click.option("--temperature", type=float, default=None, help="Energy temperature [default: 1].")
+    @click.option("--sigma", type=float, default=None, help="Fusion smoothing in pixels [default: 1].")
+    @click.option("--score", default=None, help="Score the decisions use [default: fusion].")
+    @click.pass_context
+    def fit(ctx: click.Context, data: Path, out: Path, config: Path | None, seed: int, threads: int, device: str,
+            resume: bool, **flags: Any) -> None:
+        """Train DeepLabV3+ on DATA (StreetHazards layout), fit the anomaly scores and thresholds, save to --out.
 
-        _threads(threads)
-        try:
-            rates = tuple(int(r) for r in aspp_rates.split(","))
-        except ValueError:
-            raise OddspotError(f"--aspp-rates {aspp_rates!r}: expected integers like 6,12,18") from None
-        mcfg = ModelConfig(num_classes=num_classes or NUM_KNOWN_CLASSES, aspp_rates=rates, aspp_channels=aspp_channels,
-                           decoder_channels=decoder_channels)
-        aug = AugmentConfig(crop_size=_pair(crop, "--crop"), scale_range=_pair(scale_range, "--scale-range", float, "-"))
-        tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, schedule=schedule,
-                           patience=patience, freeze=None if freeze.lower() == "none" else freeze,
-                           max_train_images=max_train_images, eval_size=_pair(eval_size, "--eval-size"), seed=seed,
-                           class_weighting=class_weighting, augment=aug)
-        scfg = ScoreConfig(features=features, temperature=temperature, sigma=sigma, seed=seed)
-        summary = train(data, run, mcfg, tcfg, scfg, resume=resume, device=device, log=_echo)
-        click.echo(f"best validation mIoU {summary['best_miou']:.3f} at epoch {summary['best_epoch']}; run in {run}")
+        --config is a YAML file of RoadConfig options (nested `model`, `train`, `scores` mappings,
+        and `score`, `image_quantile`); flags given on the command line override it.
+        """
+        from oddspot.configs import from_mapping
+        from oddspot.road.estimator import RoadConfig, RoadModel
+        from oddspot.runs.contract import MODEL_FILE
+
+        dev = apply_runtime(threads, device)
+        seed_given = ctx.get_parameter_source("seed") == click.core.ParameterSource.COMMANDLINE
+        options, source = fit_options(config, seed, seed_given, flags)
+        cfg = from_mapping(RoadConfig, options, source)
+        if (out / MODEL_FILE).exists():
+            raise OddspotError(f"{out}: already holds a fitted model; choose another --out")
+        if (out / "config.json").exists():
+            raise OddspotError(f"{out}: holds an oddspot 0.1 road run; choose another --out "
+                               f"(convert that run with `oddspot upgrade {out}`)")
+        model = RoadModel(cfg, device=dev).fit(data, out, resume=resume, log=echo_err)
+        model.save(out)
+        best = model.state["best"]
+        rule = model.image_rule.rule if model.image_rule is not None else "none"
+        click.echo(f"best validation mIoU {best['miou']:.3f} at epoch {best['epoch']}; decision score {cfg.score} "
+                   f"(image threshold: {rule}); model in {out}")
+
+    @road.command("predict")
+    @click.argument("run", type=click.Path(path_type=Path))
+    @click.argument("images", nargs=-1, required=True)
+    @common_options("Folder for scores.csv, errors.csv, score maps (.npy) and panels.")
+    @click.option("--save-score", "save_scores", multiple=True,
+                  help="Also save this score's maps (repeatable; the decision score's are always saved).")
+    @click.option("--no-panels", is_flag=True, help="Only write scores and score maps.")
+    def predict(run: Path, images: tuple[str, ...], out: Path, config: Path | None, seed: int, threads: int, device: str,
+                save_scores: tuple[str, ...], no_panels: bool) -> None:
+        """Score IMAGES (files or folders) with the model in RUN.
+
+        Writes scores.csv (path,score,normalized,anomalous,flagged_pixels), `<name>_<score>.npy` maps,
+        `<name>_panel.png` panels (input | prediction | overlay | confidence | anomaly) and errors.csv
+        (images that could not be read; the others are still scored).
+        """
+        from oddspot.road.estimator import RoadModel
+        from oddspot.road.predict import predict as predict_images
+
+        dev = apply_runtime(threads, device)
+        model = RoadModel.load(run, device=dev)
+        result = predict_images(model, images, out, save_scores=save_scores, panels=not no_panels, log=echo_err)
+        flagged = ("no decisions (model without an image threshold)" if result["anomalous"] is None
+                   else f"{result['anomalous']} anomalous")
+        click.echo(f"{result['score']}: {result['images']} images scored, {flagged}; {result['errors']} unreadable "
+                   f"-> {out / 'scores.csv'}")
 
     @road.command("evaluate")
-    @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+    @click.argument("run", type=click.Path(path_type=Path))
     @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
-    @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-    @click.option("--batch-size", default=8, show_default=True)
-    @click.option("--device", default=None)
-    @click.option("--threads", default=2, show_default=True)
-    def evaluate_cmd(run: Path, data: Path, out_dir: Path, batch_size: int, device: str | None, threads: int) -> None:
-        """mIoU on DATA's validation split and every anomaly score on its test split; writes OUT/metrics.json."""
+    @common_options("Folder for the evaluation record (metrics.json, scores.csv, curves.json, panels/).")
+    @click.option("--batch-size", type=click.IntRange(1, 4096), default=8, show_default=True,
+                  help="Images per batch of the validation mIoU pass.")
+    @click.option("--panels", type=click.IntRange(0, 1000), default=4, show_default=True,
+                  help="Prediction panels of the first test images, for the report.")
+    @click.option("--report", is_flag=True, help="Also write OUT/report.html.")
+    def evaluate(run: Path, data: Path, out: Path, config: Path | None, seed: int, threads: int, device: str,
+                 batch_size: int, panels: int, report: bool) -> None:
+        """mIoU on DATA's validation split and every anomaly score over every pixel of its test split."""
         from rich import box
         from rich.console import Console
         from rich.table import Table
 
-        from oddspot.road.evaluate import evaluate, summary_rows
+        from oddspot.road.estimator import RoadModel
+        from oddspot.road.evaluate import evaluate as evaluate_model
+        from oddspot.road.evaluate import summary_rows
 
-        _threads(threads)
-        metrics = evaluate(run, data, out_dir, batch_size=batch_size, device=device, log=_echo)
+        dev = apply_runtime(threads, device)
+        model = RoadModel.load(run, device=dev)
+        metrics = evaluate_model(model, data, out, batch_size=batch_size, panels=panels, run=run, log=echo_err)
         seg = metrics["segmentation"]
         table = Table(title=f"validation mIoU {seg['miou']:.3f} ({seg['n_images']} images)")
         table.add_column("class")
@@ -146,23 +207,37 @@ def register(group: click.Group) -> None:
         console.print(t2)
         click.echo("AUROC/AP/FPR95 pool all test pixels; FPR95 1st = first point with TPR >= 0.95, near = recall nearest "
                    "0.95 (StreetHazards); AUROC/img = mean over images with anomalies; F1@thr at the validation threshold")
-        click.echo(f"wrote {out_dir / 'metrics.json'}")
+        if report:
+            from oddspot.report import write_report
 
-    @road.command("predict")
-    @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
-    @click.argument("images", nargs=-1, required=True)
-    @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-    @click.option("--score", default="fusion", show_default=True, help="Score shown in the panels.")
-    @click.option("--save-score", "save_scores", multiple=True, help="Scores to save as .npy (default: --score).")
-    @click.option("--no-panels", is_flag=True, help="Only write score maps.")
-    @click.option("--device", default=None)
-    @click.option("--threads", default=2, show_default=True)
-    def predict_cmd(run: Path, images: tuple[str, ...], out_dir: Path, score: str, save_scores: tuple[str, ...],
-                    no_panels: bool, device: str | None, threads: int) -> None:
-        """Score maps and panels (input | prediction | overlay | confidence | anomaly) for IMAGES."""
-        from oddspot.road.predict import predict
+            click.echo(f"report: {write_report(out, warn=echo_err)}")
+        click.echo(f"wrote {out / 'metrics.json'}")
 
-        _threads(threads)
-        record = predict(run, images, out_dir, score=score, save_scores=save_scores or None, panels=not no_panels,
-                         device=device, log=_echo)
-        click.echo(f"wrote {len(record['images'])} images to {out_dir}; skipped {len(record['skipped'])}")
+    @road.command("demo")
+    @common_options(f"Folder for the demo data, model, evaluation and report [default: {DEMO_OUT}].", out_required=False,
+                    seed_help="Seed of the toy streets, training and score fitting.")
+    def demo(out: Path | None, config: Path | None, seed: int, threads: int, device: str) -> None:
+        """Generate toy streets, fit, evaluate and write the report (minutes on 2 cores)."""
+        from oddspot.report import write_report
+        from oddspot.road.demo import run_road_demo
+
+        dev = apply_runtime(threads, device)
+        folder = out if out is not None else DEMO_OUT
+        run_road_demo(folder, seed=seed, device=dev)
+        click.echo(f"report: {write_report(folder, warn=echo_err)}")
+
+    @road.command("data")
+    @common_options("Folder to write the toy streets to.", seed_help="Seed of the generated scenes.")
+    @click.option("--n-train", type=click.IntRange(1), default=240, show_default=True, help="Training scenes.")
+    @click.option("--n-val", type=click.IntRange(1), default=40, show_default=True, help="Validation scenes.")
+    @click.option("--n-test", type=click.IntRange(1), default=60, show_default=True, help="Test scenes (with unseen objects).")
+    @click.option("--size", default="128x256", show_default=True, help="Scene size HxW.")
+    def data(out: Path, config: Path | None, seed: int, threads: int, device: str, n_train: int, n_val: int,
+             n_test: int, size: str) -> None:
+        """Write procedural toy street scenes in the StreetHazards layout to --out."""
+        from oddspot.data.toy_streets import ToyStreetConfig, generate_toy_streets
+
+        apply_runtime(threads, device)
+        h, w = _pair(size, "--size")
+        generate_toy_streets(out, ToyStreetConfig(height=h, width=w, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed))
+        click.echo(f"wrote toy streets to {out} ({n_train} train, {n_val} val, {n_test} test)")

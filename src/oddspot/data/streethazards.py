@@ -1,6 +1,6 @@
 """StreetHazards reader: street scenes with 13 known classes and an unseen-object class at test time.
 
-Layout (DESIGN.md section 4): `train/images/training/<town>/*.png`, `train/images/validation/...`,
+Layout: `train/images/training/<town>/*.png`, `train/images/validation/...`,
 `test/images/test/<town>/*.png`; annotations at the same paths with `images` replaced by
 `annotations`. Label PNG values are 1-indexed: stored value v means class v - 1. Classes 0..12 are
 the known classes (0 = unlabeled, counted as a normal class), 13 is the anomaly class (test only).
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from oddspot.data.image_io import is_image_file, open_image, read_image
+from oddspot.data.image_io import list_images, open_image, read_image
 from oddspot.data.sample import Sample
 from oddspot.errors import OddspotError
 
@@ -138,7 +138,7 @@ class StreetHazardsSplit:
                 f"{self.image_dir}: folder not found; DATA must have the StreetHazards layout "
                 f"({top}/images/{sub}/<town>/*.png)"
             )
-        self.image_paths = sorted(p for p in self.image_dir.rglob("*") if p.is_file() and is_image_file(p))
+        self.image_paths = list_images(self.image_dir, recursive=True)
         if not self.image_paths:
             raise OddspotError(f"{self.image_dir}: no images found; check DATA")
         self.annotation_paths = [self.annotation_dir / p.relative_to(self.image_dir) for p in self.image_paths]

@@ -23,6 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from oddspot import __version__
+from oddspot.configs import check_range
 from oddspot.data.streethazards import ANOMALY_CLASS, CLASS_NAMES, SPLITS, encode_labels
 from oddspot.errors import OddspotError
 from oddspot.files import write_json, write_png
@@ -62,8 +63,14 @@ class ToyStreetConfig:
     def __post_init__(self) -> None:
         if self.height < 32 or self.width < 32:
             raise OddspotError(f"toy street size {self.height}x{self.width} is too small; use at least 32x32")
+        if self.height > 4096 or self.width > 4096:
+            raise OddspotError(f"toy street size {self.height}x{self.width} is too large; use at most 4096x4096")
         if min(self.n_train, self.n_val, self.n_test) < 1 or self.towns < 1:
             raise OddspotError("toy street counts (train/val/test/towns) must each be at least 1")
+        for name in ("n_train", "n_val", "n_test"):
+            check_range(name, getattr(self, name), 1, 1_000_000)
+        check_range("towns", self.towns, 1, 100)
+        check_range("seed", self.seed, 0, 2**32 - 1)
 
 
 class _Canvas:

@@ -1,13 +1,17 @@
 """Road scenes: a DeepLabV3+ segmentation network on the offline backbone and per-pixel anomaly scores.
 
-Pipeline: `oddspot.road.train.train` (network, then `fit_scorer` on training/validation outputs)
--> `oddspot.road.evaluate.evaluate` (mIoU on validation, every score over every test pixel)
--> `oddspot.road.predict.predict` (score maps and panels); `oddspot.road.demo.run_road_demo` does all.
+`RoadModel` (`oddspot.road.estimator`) is the estimator: `fit(data)` trains the network
+(`oddspot.road.train`) and fits the scores on the training / validation splits (`fit_scorer`),
+`predict(images)` returns maps, masks, image scores and decisions, `save` / `load` go through the
+run contract. `oddspot.road.evaluate.evaluate` measures mIoU on validation and every score over
+every test pixel; `oddspot.road.predict.predict` writes scores, maps and panels for new images;
+`oddspot.road.demo.run_road_demo` does all on toy streets.
 Score functions (`msp`, `max_logit`, `energy`, `entropy`) are pure functions of logits; fitted
-scores (`StandardizedMaxLogit`, `Mahalanobis`, `Fusion`) store their statistics with the run.
+scores (`StandardizedMaxLogit`, `Mahalanobis`, `Fusion`) are stored with the model.
 """
 
 from oddspot.road.augment import AugmentConfig
+from oddspot.road.estimator import RoadConfig, RoadModel
 from oddspot.road.model import DeepLabV3Plus, ModelConfig
 from oddspot.road.scorer import SCORE_NAMES, RoadScorer, ScoreConfig, fit_scorer
 from oddspot.road.scores import Fusion, Mahalanobis, StandardizedMaxLogit, energy, entropy, max_logit, msp
@@ -15,7 +19,7 @@ from oddspot.road.thresholds import choose_threshold, threshold_sensitivity
 from oddspot.road.train import TrainConfig
 
 __all__ = [
-    "SCORE_NAMES", "AugmentConfig", "DeepLabV3Plus", "Fusion", "Mahalanobis", "ModelConfig", "RoadScorer",
-    "ScoreConfig", "StandardizedMaxLogit", "TrainConfig", "choose_threshold", "energy", "entropy", "fit_scorer",
-    "max_logit", "msp", "threshold_sensitivity",
+    "SCORE_NAMES", "AugmentConfig", "DeepLabV3Plus", "Fusion", "Mahalanobis", "ModelConfig", "RoadConfig", "RoadModel",
+    "RoadScorer", "ScoreConfig", "StandardizedMaxLogit", "TrainConfig", "choose_threshold", "energy", "entropy",
+    "fit_scorer", "max_logit", "msp", "threshold_sensitivity",
 ]

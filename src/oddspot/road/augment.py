@@ -15,8 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from oddspot.configs import check_range
 from oddspot.errors import OddspotError
-from oddspot.road.scores import gaussian_smooth
+from oddspot.imaging import gaussian_blur
 
 
 @dataclass
@@ -37,10 +38,15 @@ class AugmentConfig:
         self.scale_range = (float(self.scale_range[0]), float(self.scale_range[1]))
         self.blur_sigma = (float(self.blur_sigma[0]), float(self.blur_sigma[1]))
         lo, hi = self.scale_range
-        if not 0 < lo <= hi:
-            raise OddspotError(f"scale range {lo}-{hi} invalid; use 0 < min <= max (e.g. 0.5-2.0)")
-        if min(self.crop_size) < 16:
-            raise OddspotError(f"crop size {self.crop_size} too small; use at least 16 x 16")
+        if not 0 < lo <= hi <= 10:
+            raise OddspotError(f"scale range {lo}-{hi} invalid; use 0 < min <= max <= 10 (e.g. 0.5-2.0)")
+        if min(self.crop_size) < 16 or max(self.crop_size) > 8192:
+            raise OddspotError(f"crop size {self.crop_size} out of range; use 16 to 8192 pixels a side")
+        for name in ("brightness", "contrast", "saturation", "blur_prob"):
+            check_range(name, getattr(self, name), 0.0, 1.0)
+        lo, hi = self.blur_sigma
+        if not 0 <= lo <= hi <= 20:
+            raise OddspotError(f"blur_sigma {lo}-{hi} invalid; use 0 <= min <= max <= 20")
 
 
 def augment_batch(images: list[np.ndarray], labels: list[np.ndarray], cfg: AugmentConfig, rng: np.random.Generator,
@@ -74,7 +80,7 @@ def augment_batch(images: list[np.ndarray], labels: list[np.ndarray], cfg: Augme
         picks = np.flatnonzero(rng.random(len(xs)) < cfg.blur_prob)
         for i in picks:
             sigma = float(rng.uniform(*cfg.blur_sigma))
-            x[i] = gaussian_smooth(x[i], sigma)
+            x[i] = gaussian_blur(x[i], sigma)
     return x.clamp(0, 255), y
 
 

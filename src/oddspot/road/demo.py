@@ -1,9 +1,10 @@
-"""The road demo: toy street data -> train -> fit scores -> evaluate -> panels, in minutes on 2 cores.
+"""The road demo: toy street data -> train -> fit scores -> evaluate (with panels), in minutes on 2 cores.
 
-`run_road_demo(out_dir, seed)` writes out_dir/data (toy streets), out_dir/run (the trained run),
-out_dir/eval/metrics.json (the full evaluation), out_dir/panels (a few test panels) and
-out_dir/metrics.json (the summary: validation mIoU and, per score, test pixel AUROC / AP / FPR95).
-A finished run in out_dir/run is reused; an interrupted one is resumed.
+`run_road_demo(out_dir, seed)` writes out_dir/data (toy streets), out_dir/run (the fitted model and
+its training state), out_dir/eval (the evaluation record: metrics.json, scores.csv, curves.json,
+panels/) and out_dir/metrics.json, a summary (`"summary": true`, task "road": validation mIoU
+and, per score, test pixel AUROC / AP / FPR95). A fitted model in out_dir/run is reused; an
+interrupted fit is resumed.
 """
 
 from __future__ import annotations
@@ -12,18 +13,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from oddspot import __version__
-from oddspot.data.streethazards import load_split
 from oddspot.data.toy_streets import ToyStreetConfig, generate_toy_streets
-from oddspot.files import write_json
+from oddspot.records.evaluation import write_metrics
 from oddspot.road.augment import AugmentConfig
+from oddspot.road.estimator import RoadConfig, RoadModel
 from oddspot.road.evaluate import evaluate
 from oddspot.road.model import ModelConfig
-from oddspot.road.predict import predict
 from oddspot.road.scorer import ScoreConfig
-from oddspot.road.train import TrainConfig, train
+from oddspot.road.train import STATE_DIR, TrainConfig
+from oddspot.runs.contract import MODEL_FILE
 
 DEMO_DATA = dict(height=128, width=256, n_train=240, n_val=40, n_test=60, towns=2)
 DEMO_MODEL = ModelConfig(aspp_channels=64, aspp_rates=(2, 4, 6), low_level_channels=32, decoder_channels=64,
@@ -35,15 +34,19 @@ ACCEPT_MIOU = 0.6
 ACCEPT_AUROC = 0.85
 
 
-def run_road_demo(out_dir: Path, seed: int = 0, quiet: bool = False) -> dict[str, Any]:
-    """Generate toy street data, train, evaluate; write out_dir/metrics.json and return it (prints a table)."""
+def demo_config(seed: int = 0) -> RoadConfig:
+    """The demo's model, training and score options."""
+    return RoadConfig(model=DEMO_MODEL, train=TrainConfig(seed=seed, **DEMO_TRAIN), scores=ScoreConfig(seed=seed, **DEMO_SCORES))
+
+
+def run_road_demo(out_dir: Path, seed: int = 0, quiet: bool = False, device: str | None = None) -> dict[str, Any]:
+    """Generate toy street data, fit, evaluate; write out_dir/metrics.json (the summary) and return it (prints a table)."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
     console = Console(stderr=False, quiet=quiet)
     out_dir = Path(out_dir)
-    torch.set_num_threads(min(2, torch.get_num_threads()))
     t0 = time.perf_counter()
     data = out_dir / "data"
     run = out_dir / "run"
@@ -54,19 +57,18 @@ def run_road_demo(out_dir: Path, seed: int = 0, quiet: bool = False) -> dict[str
     def log(msg: str) -> None:
         console.print(f"  {msg}", highlight=False)
 
-    tcfg = TrainConfig(seed=seed, **DEMO_TRAIN)
-    scfg = ScoreConfig(seed=seed, **DEMO_SCORES)
     t1 = time.perf_counter()
-    if (run / "train_summary.json").exists():
-        log(f"reusing the trained run in {run}")
+    if (run / MODEL_FILE).exists():
+        log(f"reusing the fitted model in {run}")
+        model = RoadModel.load(run, device=device)
     else:
-        train(data, run, DEMO_MODEL, tcfg, scfg, resume=(run / "state" / "last.json").exists(), log=log)
+        model = RoadModel(demo_config(seed), device=device)
+        model.fit(data, run, resume=(run / STATE_DIR / "last.json").exists(), log=log)
+        model.save(run)
     t_train = time.perf_counter() - t1
     t2 = time.perf_counter()
-    metrics = evaluate(run, data, out_dir / "eval", log=log)
+    metrics = evaluate(model, data, out_dir / "eval", run=run, log=log)
     t_eval = time.perf_counter() - t2
-    test = load_split(data, "test")
-    predict(run, [str(p) for p in test.image_paths[:4]], out_dir / "panels", score="fusion", log=log)
 
     scores = {}
     for name, r in metrics["anomaly"]["scores"].items():
@@ -77,7 +79,7 @@ def run_road_demo(out_dir: Path, seed: int = 0, quiet: bool = False) -> dict[str
     best = max(scores, key=lambda n: scores[n]["auroc"])
     miou = metrics["segmentation"]["miou"]
     summary = {
-        "task": "road",
+        "summary": True,
         "seed": seed,
         "oddspot_version": __version__,
         "miou": miou,
@@ -86,13 +88,14 @@ def run_road_demo(out_dir: Path, seed: int = 0, quiet: bool = False) -> dict[str
         "score_split": "test (all pixels pooled)",
         "fpr95": "FPR at the first point with TPR >= 0.95 (fpr95_nearest: recall nearest 0.95)",
         "best_score": best,
+        "decision_score": model.config.score,
         "acceptance": {"miou>=0.6": miou >= ACCEPT_MIOU, "auroc>=0.85": scores[best]["auroc"] >= ACCEPT_AUROC},
         "seconds": {"data": round(t_data, 1), "train_and_fit": round(t_train, 1), "evaluate": round(t_eval, 1),
                     "total": round(time.perf_counter() - t0, 1)},
-        "paths": {"data": str(data), "run": str(run), "evaluation": str(out_dir / "eval" / "metrics.json"),
-                  "panels": str(out_dir / "panels")},
+        "paths": {"data": str(data), "run": str(run), "evaluation": str(out_dir / "eval"),
+                  "panels": str(out_dir / "eval" / "panels")},
     }
-    write_json(out_dir / "metrics.json", summary)
+    path = write_metrics(out_dir, "road", summary)
 
     table = Table(title=f"road demo: validation mIoU {miou:.3f}; test pixel anomaly scores", box=box.SIMPLE)
     for col in ("score", "AUROC", "AP", "FPR95 1st", "FPR95 near", "F1@thr"):
@@ -102,5 +105,5 @@ def run_road_demo(out_dir: Path, seed: int = 0, quiet: bool = False) -> dict[str
         table.add_row(name, f"{s['auroc']:.3f}", f"{s['ap']:.3f}", f"{s['fpr95']:.3f}", f"{s['fpr95_nearest']:.3f}",
                       "n/a" if f1 is None else f"{f1:.3f}")
     console.print(table)
-    console.print(f"total {summary['seconds']['total']:.0f} s; summary in {out_dir / 'metrics.json'}")
-    return summary
+    console.print(f"total {summary['seconds']['total']:.0f} s; summary in {path}")
+    return {"task": "road", **summary}

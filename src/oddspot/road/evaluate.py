@@ -1,4 +1,4 @@
-"""Evaluating a road run: mIoU per class on validation, and every anomaly score over every test pixel.
+"""Evaluating a road model: mIoU per class on validation, and every anomaly score over every test pixel.
 
 Each score's pixels stream through the evaluation engine (`oddspot.metrics`) image by image, so
 memory does not grow with the test set and no pixel is subsampled. Reported per score: pooled
@@ -6,10 +6,19 @@ AUROC, AP, AUPR (trapezoid), FPR at 95% TPR in both conventions, F1-max; the sam
 image over images holding both classes (the StreetHazards convention, `unlabeled` counted as
 normal); precision / recall / F1 at the threshold chosen on validation, and a sensitivity table
 around it. Pixels with the ignore index are excluded; the anomaly class is the positive class.
+
+The evaluation record written to `out_dir` (what `oddspot report` reads; it never reloads the
+model or the data):
+  metrics.json  task "road": segmentation, anomaly (per score), image decisions, timing
+  scores.csv    one row per test image: path, label (1 = holds anomaly pixels), the model's image
+                score, normalized score and decision, anomalous / flagged / valid pixel counts
+  curves.json   pooled ROC and PR curves per score (downsampled), and the image-level curves
+  panels/       `<name>_panel.png` for the first `panels` test images (see `oddspot.road.panels`)
 """
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -22,17 +31,20 @@ import torch
 from oddspot import __version__
 from oddspot.data.streethazards import ANOMALY_CLASS, CLASS_NAMES, IGNORE_INDEX, load_split
 from oddspot.errors import OddspotError
-from oddspot.features.backbone import default_device
-from oddspot.files import write_json
+from oddspot.files import write_json, write_png
 from oddspot.progress import track
-from oddspot.road.checkpoint import load_model, read_config
-from oddspot.road.inference import run_model, same_size_batches
-from oddspot.road.scorer import SCORE_NAMES, RoadScorer
+from oddspot.records.evaluation import CURVES_FILE, SCORES_FILE, write_csv, write_metrics
+from oddspot.road.estimator import RoadModel
+from oddspot.road.panels import PANELS_DIR, make_panel
+from oddspot.road.predict import unique_stem
+from oddspot.road.scorer import SCORE_NAMES
 from oddspot.road.thresholds import DEFAULT_OFFSETS, threshold_sensitivity
 from oddspot.road.validation import segmentation_metrics
 
 POOLED_KEYS = ("auroc", "ap", "aupr_trapezoid", "fpr95_first", "fpr95_nearest", "f1_max", "f1_max_threshold",
                "n_pos", "n_neg", "exact", "error_bound")
+SCORES_HEADER = ("path", "label", "score", "normalized", "anomalous", "anomaly_pixels", "flagged_pixels", "valid_pixels")
+CURVE_POINTS = 200
 
 
 def _plain(value: Any) -> Any:
@@ -50,22 +62,36 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def evaluate(run_dir: str | Path, data: str | Path, out_dir: str | Path | None = None, batch_size: int = 8,
-             scores: tuple[str, ...] = SCORE_NAMES, device: str | torch.device | None = None,
-             offsets: tuple[float, ...] = DEFAULT_OFFSETS, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Evaluate RUN on DATA's validation (mIoU) and test (anomaly scores) splits; write metrics.json to `out_dir`."""
-    from oddspot.metrics import BinaryRankingMetrics, PerImageMetrics
+def _curve(curves: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, list[float | None]]]:
+    """ROC / PR curves as JSON lists; the infinite first threshold becomes null."""
+    return {kind: {k: [float(x) if math.isfinite(x) else None for x in np.asarray(v, np.float64)]
+                   for k, v in c.items()} for kind, c in curves.items()}
+
+
+def evaluate(model: RoadModel, data: str | Path, out_dir: str | Path | None = None, batch_size: int = 8,
+             scores: tuple[str, ...] = SCORE_NAMES, offsets: tuple[float, ...] = DEFAULT_OFFSETS, panels: int = 4,
+             run: str | Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Evaluate a fitted road model on DATA's validation (mIoU) and test (anomaly scores) splits.
+
+    With `out_dir`, writes the evaluation record there (see the module docstring). `batch_size`
+    is the validation pass's; test images run one at a time, exactly as `predict` runs them.
+    """
+    from oddspot.metrics import BinaryRankingMetrics, PerImageMetrics, UndefinedMetricWarning
 
     unknown = [s for s in scores if s not in SCORE_NAMES]
     if unknown:
         raise OddspotError(f"--score {unknown[0]!r} unknown; choose from {', '.join(SCORE_NAMES)}")
-    dev = torch.device(device) if device is not None else default_device()
-    cfg = read_config(run_dir)
+    if panels < 0:
+        raise OddspotError(f"--panels {panels}: use 0 or more")
     val = load_split(data, "validation")
     test = load_split(data, "test")
-    model = load_model(run_dir, dev, num_classes=val.num_classes)
-    scorer = RoadScorer.load(run_dir)
-    size = tuple(cfg["train"]["eval_size"]) if cfg.get("train", {}).get("eval_size") else None
+    network, scorer = model._fitted()
+    if val.num_classes != model.config.model.num_classes:
+        raise OddspotError(f"{data}: the data has {val.num_classes} known classes, the model "
+                           f"{model.config.model.num_classes}; evaluate on the data the model was trained for")
+    decision = model.config.score
+    names = tuple(dict.fromkeys((*scores, decision, "msp")))
+    pixel_th = scorer.thresholds[decision]
     skipped: list[str] = []
 
     def report(exc: OddspotError) -> None:
@@ -73,43 +99,59 @@ def evaluate(run_dir: str | Path, data: str | Path, out_dir: str | Path | None =
         log(f"skipped: {exc}")
 
     t0 = time.perf_counter()
-    seg = segmentation_metrics(model, val.iter_samples(on_error=report), CLASS_NAMES, batch_size, size,
-                               total=len(val), description="validation mIoU")
+    seg = segmentation_metrics(network, val.iter_samples(on_error=report), CLASS_NAMES, batch_size,
+                               model.config.train.eval_size, total=len(val), description="validation mIoU")
     t_seg = time.perf_counter() - t0
 
     pooled = {s: BinaryRankingMetrics() for s in scores}
     per_image = {s: PerImageMetrics() for s in scores}
-    n_pixels = n_images = n_with_anomaly = 0
+    rows: list[list[Any]] = []
+    image_scores: list[float] = []
+    image_labels: list[bool] = []
+    n_pixels = n_with_anomaly = 0
     t_model = t_metrics = 0.0
+    used: set[str] = set()
+    out = Path(out_dir) if out_dir is not None else None
     t1 = time.perf_counter()
-    n_batches = -(-len(test) // batch_size)
-    for batch in track(same_size_batches(test.iter_samples(on_error=report), batch_size), "score test pixels", n_batches):
+    for sample in track(test.iter_samples(on_error=report), "score test pixels", len(test)):
         ta = time.perf_counter()
-        out = run_model(model, np.stack([s.image for s in batch]), size=size, features=scorer.features)
-        maps = {k: v.float().cpu() for k, v in scorer.maps(out["logits"], out["features"], scores).items()}
+        result = model.analyze(sample.image, names, sample.meta["path"])
         tb = time.perf_counter()
-        labels = torch.from_numpy(np.stack([s.labels for s in batch]))
+        maps = {k: torch.from_numpy(v) for k, v in result.maps.items()}
+        labels = torch.from_numpy(sample.labels)
         valid = labels != IGNORE_INDEX
         target = labels == ANOMALY_CLASS
         for name in scores:
             pooled[name].update(maps[name], target, valid)
-            for i in range(len(batch)):
-                per_image[name].update(maps[name][i], target[i], valid[i])
+            per_image[name].update(maps[name], target, valid)
         t_metrics += time.perf_counter() - tb
         t_model += tb - ta
-        n_pixels += int(valid.sum())
-        n_images += len(batch)
-        n_with_anomaly += int((target & valid).flatten(1).any(1).sum())
+        n_valid = int(valid.sum())
+        n_anomalous = int((target & valid).sum())
+        n_pixels += n_valid
+        n_with_anomaly += int(n_anomalous > 0)
+        dmap = result.maps[decision]
+        score = model.image_score(dmap)
+        normalized, decided = model.decide(np.array([score]))
+        image_scores.append(score)
+        image_labels.append(n_anomalous > 0)
+        rows.append([sample.meta["path"], int(n_anomalous > 0), score,
+                     "" if normalized is None else float(normalized[0]), "" if decided is None else int(decided[0]),
+                     n_anomalous, int((dmap >= pixel_th["threshold"]).sum()), n_valid])
+        if out is not None and len(used) < panels:
+            stem = unique_stem(Path(sample.meta["path"]).stem, used)
+            write_png(out / PANELS_DIR / f"{stem}_panel.png",
+                      make_panel(sample.image, result.classes, 1.0 - result.maps["msp"], dmap,
+                                 pixel_th["threshold"], pixel_th["spread"]))
     t_test = time.perf_counter() - t1
-    if n_images == 0:
+    if not rows:
         raise OddspotError(f"{test.image_dir}: no readable test images")
     if n_with_anomaly == 0:
         raise OddspotError(f"{test.annotation_dir}: no test pixel has the anomaly class {ANOMALY_CLASS}; "
                            "anomaly scores cannot be evaluated")
 
-    from oddspot.metrics import UndefinedMetricWarning
-
     results: dict[str, Any] = {}
+    curves: dict[str, Any] = {}
     for name in scores:
         pool = _plain(pooled[name].compute())
         th = scorer.thresholds[name]
@@ -124,28 +166,50 @@ def evaluate(run_dir: str | Path, data: str | Path, out_dir: str | Path | None =
                                    if k in at}},
             "sensitivity": sensitivity,
         }
+        curves[name] = _curve(pooled[name].curves(CURVE_POINTS))
+
+    labels_arr, scores_arr = np.asarray(image_labels, bool), np.asarray(image_scores, np.float64)
+    image: dict[str, Any] = {"score": decision, "statistic": f"quantile {model.config.image_quantile:g} of the map",
+                             "n_images": len(rows), "n_anomalous": int(labels_arr.sum()),
+                             "rule": model.image_rule.rule if model.image_rule is not None else None}
+    image_curves = None
+    if labels_arr.any() and not labels_arr.all():
+        m = BinaryRankingMetrics()
+        m.update(scores_arr, labels_arr)
+        r = _plain(m.compute())
+        image.update({k: r[k] for k in ("auroc", "ap", "f1_max")})
+        image_curves = _curve(m.curves(CURVE_POINTS))
+    _, decisions = model.decide(scores_arr)
+    if decisions is not None:
+        d = decisions.astype(bool)
+        image.update({"threshold": model.image_rule.scale.threshold,  # type: ignore[union-attr]
+                      "tp": int((d & labels_arr).sum()), "fp": int((d & ~labels_arr).sum()),
+                      "tn": int((~d & ~labels_arr).sum()), "fn": int((~d & labels_arr).sum())})
+
     metrics = {
-        "format_version": 1,
         "oddspot_version": __version__,
-        "run": str(run_dir),
+        "run": None if run is None else str(run),
         "data": str(data),
         "segmentation": {"split": "validation", **seg},
-        "anomaly": {"split": "test", "positive_class": ANOMALY_CLASS, "n_images": n_images,
+        "anomaly": {"split": "test", "positive_class": ANOMALY_CLASS, "n_images": len(rows),
                     "n_images_with_anomaly": n_with_anomaly, "n_pixels": n_pixels,
                     "pooled": "all valid test pixels pooled (Fishyscapes / SegmentMeIfYouCan convention)",
                     "per_image": "mean over test images containing both classes (StreetHazards convention)",
                     "fpr95_first": "FPR at the first point with TPR >= 0.95",
                     "fpr95_nearest": "FPR at the point with recall nearest 0.95 (StreetHazards code)",
                     "scores": results},
+        "image": image,
         "timing": {"validation_seconds": round(t_seg, 3), "test_seconds": round(t_test, 3),
                    "model_seconds": round(t_model, 3), "metric_seconds": round(t_metrics, 3),
                    "score_pixels_per_second": n_pixels * len(scores) / max(t_metrics, 1e-9)},
         "skipped_files": skipped,
-        "device": str(dev),
+        "device": str(model.device),
     }
-    if out_dir is not None:
-        write_json(Path(out_dir) / "metrics.json", metrics)
-    return metrics
+    if out is not None:
+        write_metrics(out, "road", metrics)
+        write_csv(out / SCORES_FILE, SCORES_HEADER, rows)
+        write_json(out / CURVES_FILE, {"score": decision, "pixel": curves, "image": image_curves})
+    return {"task": "road", **metrics}
 
 
 def summary_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:

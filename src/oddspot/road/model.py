@@ -11,20 +11,23 @@ the feature-distance scores) come back. The decoder's feature maps, all at strid
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import json
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from oddspot.configs import check_range
 from oddspot.errors import OddspotError
+from oddspot.features.backbone import scale_pixels
 from oddspot.features.efficientnet_lite import EfficientNetLite0, efficientnet_lite0
 
 
 @dataclass
 class ModelConfig:
-    """Architecture of the segmentation network (stored in the run's config.json)."""
+    """Architecture of the segmentation network (part of the road model's config in model.json)."""
 
     num_classes: int = 13
     low_level: str = "stage2"
@@ -37,12 +40,17 @@ class ModelConfig:
     aux_channels: int = 64
     dropout: float = 0.1
     backbone: str = "efficientnet_lite0"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.aspp_rates = tuple(int(r) for r in self.aspp_rates)
-        if self.num_classes < 2:
-            raise OddspotError(f"num_classes={self.num_classes}: a segmentation model needs at least 2 classes")
+        check_range("num_classes", self.num_classes, 2, 254)
+        for name in ("aspp_channels", "low_level_channels", "decoder_channels", "aux_channels"):
+            check_range(name, getattr(self, name), 1, 4096)
+        if not 1 <= len(self.aspp_rates) <= 8:
+            raise OddspotError(f"aspp_rates {list(self.aspp_rates)}: give 1 to 8 dilation rates")
+        for rate in self.aspp_rates:
+            check_range("aspp_rates", rate, 1, 64)
+        check_range("dropout", self.dropout, 0.0, 1.0, high_open=True)
         if self.backbone != "efficientnet_lite0":
             raise OddspotError(f"backbone {self.backbone!r} unsupported for the road model; use efficientnet_lite0")
         for name in (self.low_level, self.high_level, self.aux_layer):
@@ -50,20 +58,21 @@ class ModelConfig:
                 raise OddspotError(f"layer {name!r} unknown; choose from stage1..stage7")
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["aspp_rates"] = list(self.aspp_rates)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise OddspotError(f"model config: unknown option(s) {', '.join(unknown)}; check config.json")
-        return cls(**d)
+        """JSON form (tuples as lists), as stored in model.json."""
+        return json.loads(json.dumps(asdict(self)))
 
 
 FEATURE_SOURCES: tuple[str, ...] = ("low_level", "decoder_input", "decoder_output")
+
+
+def feature_channels(config: ModelConfig, source: str) -> int:
+    """Channels of the decoder feature map `source` (one of FEATURE_SOURCES) for `config`."""
+    channels = {"low_level": config.low_level_channels,
+                "decoder_input": config.aspp_channels + config.low_level_channels,
+                "decoder_output": config.decoder_channels}
+    if source not in channels:
+        raise OddspotError(f"feature source {source!r} unknown; choose from {', '.join(FEATURE_SOURCES)}")
+    return channels[source]
 
 
 def _block_index(layer: str) -> int:
@@ -141,7 +150,7 @@ class Encoder(nn.Module):
 
 
 class DeepLabV3Plus(nn.Module):
-    """DeepLabV3+ for `config.num_classes` classes; input is (x - 127) / 128 scaled RGB, N x 3 x H x W."""
+    """DeepLabV3+ for `config.num_classes` classes; input is RGB scaled by `scale_pixels(x, "lite")`, N x 3 x H x W."""
 
     def __init__(self, config: ModelConfig, pretrained: bool = True) -> None:
         super().__init__()
@@ -208,5 +217,4 @@ class DeepLabV3Plus(nn.Module):
 
 def preprocess(images: torch.Tensor) -> torch.Tensor:
     """uint8 N x H x W x 3 (on any device) -> float N x 3 x H x W scaled as the backbone expects."""
-    x = images.permute(0, 3, 1, 2).float()
-    return ((x - 127.0) / 128.0).contiguous(memory_format=torch.channels_last)
+    return scale_pixels(images.permute(0, 3, 1, 2).float(), "lite")

@@ -1,10 +1,14 @@
-"""Score new street images with a trained run: score maps and visual panels.
+"""Score new street images with a fitted road model: scores.csv, score maps and visual panels.
 
-For each image: `<name>_<score>.npy` (float32 H x W, larger = more anomalous) for the requested
-scores, and `<name>_panel.png` = input | prediction | overlay | confidence | anomaly score.
-The overlay marks pixels at or above the score's validation threshold; the anomaly panel maps
-`threshold +- 3 spread` (validation statistics, so the colours mean the same for every image)
-onto a colour scale. `predictions.json` lists what was written and what was skipped.
+Written to `out_dir`:
+  scores.csv            path, score (the image score), normalized, anomalous (the model's decision),
+                        flagged_pixels (pixels at or above the decision score's validation threshold)
+  <stem>_<score>.npy    float32 H x W maps (larger = more anomalous) of the decision score and of
+                        every extra score asked for
+  <stem>_panel.png      input | prediction | overlay | confidence | anomaly score
+  errors.csv            path, error: the images that could not be read (written only when some failed)
+
+Panels are drawn by `oddspot.road.panels.make_panel` with the decision score's validation threshold.
 """
 
 from __future__ import annotations
@@ -15,32 +19,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from oddspot.data.image_io import is_image_file, read_image
+from oddspot.data.image_io import list_images, read_image
 from oddspot.errors import OddspotError
-from oddspot.features.backbone import default_device
-from oddspot.files import write_json, write_npy, write_png
+from oddspot.files import write_npy, write_png
 from oddspot.progress import track
-from oddspot.road.checkpoint import load_model, read_config
-from oddspot.road.inference import run_model
-from oddspot.road.scorer import SCORE_NAMES, RoadScorer
+from oddspot.records.evaluation import SCORES_FILE, write_csv
+from oddspot.road.estimator import RoadModel
+from oddspot.road.panels import make_panel
+from oddspot.road.scorer import SCORE_NAMES
 
-# Colours of the 13 known classes (unlabeled, building, fence, other, pedestrian, pole, road line,
-# road, sidewalk, vegetation, car, wall, traffic sign), close to the CARLA / Cityscapes palette.
-PALETTE = np.array([
-    [0, 0, 0], [70, 70, 70], [190, 153, 153], [72, 0, 90], [220, 20, 60], [153, 153, 153], [157, 234, 50],
-    [128, 64, 128], [244, 35, 232], [107, 142, 35], [0, 0, 142], [102, 102, 156], [220, 220, 0],
-], dtype=np.uint8)
+ERRORS_FILE = "errors.csv"
 
 
-def list_images(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
+def collect_images(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Image files named directly or found (recursively, sorted) in named folders."""
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files.extend(sorted(q for q in p.rglob("*") if q.is_file() and is_image_file(q)))
+            files.extend(list_images(p, recursive=True))
         elif p.exists():
             files.append(p)
         else:
@@ -50,84 +48,54 @@ def list_images(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return files
 
 
-def _colormap(values: np.ndarray) -> np.ndarray:
-    """0..1 floats -> H x W x 3 uint8 through matplotlib's 'inferno' colour map."""
-    from matplotlib import colormaps
-
-    lut = (colormaps["inferno"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
-    return lut[np.clip(np.round(values * 255), 0, 255).astype(np.intp)]
-
-
-def colorize(pred: np.ndarray) -> np.ndarray:
-    """H x W class indices -> H x W x 3 palette colours (classes beyond the palette cycle through it)."""
-    return PALETTE[np.asarray(pred) % len(PALETTE)]
+def unique_stem(stem: str, used: set[str]) -> str:
+    """`stem`, with underscores appended until it is not in `used` (which it is then added to)."""
+    while stem in used:
+        stem = f"{stem}_"
+    used.add(stem)
+    return stem
 
 
-def make_panel(image: np.ndarray, pred: np.ndarray, confidence: np.ndarray, score: np.ndarray, threshold: float,
-               spread: float) -> np.ndarray:
-    """input | prediction | overlay (prediction blended, flagged pixels in cyan) | confidence | anomaly score."""
-    seg = colorize(pred)
-    overlay = (0.55 * image + 0.45 * seg).astype(np.float32)
-    flagged = score >= threshold
-    overlay[flagged] = 0.35 * overlay[flagged] + 0.65 * np.array([0, 255, 255], np.float32)
-    conf = _colormap(np.clip(confidence, 0, 1))
-    width = 3 * spread if spread > 0 else max(abs(threshold), 1.0)
-    anomaly = _colormap((score - (threshold - width)) / (2 * width))
-    gap = np.full((image.shape[0], 2, 3), 255, np.uint8)
-    parts = [image, seg, np.clip(overlay, 0, 255).astype(np.uint8), conf, anomaly]
-    row: list[np.ndarray] = []
-    for part in parts:
-        row.extend([part, gap])
-    return np.concatenate(row[:-1], axis=1)
+def predict(model: RoadModel, images: Sequence[str | os.PathLike[str]], out_dir: str | Path,
+            save_scores: Sequence[str] = (), panels: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Score IMAGES (files or folders) with `model` and write the files listed in the module docstring.
 
-
-def predict(run_dir: str | Path, images: Sequence[str | os.PathLike[str]], out_dir: str | Path, score: str = "fusion",
-            save_scores: Sequence[str] | None = None, panels: bool = True, device: str | torch.device | None = None,
-            log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Write score maps and panels for IMAGES into `out_dir`; return the record also saved as predictions.json."""
-    if score not in SCORE_NAMES:
-        raise OddspotError(f"--score {score!r} unknown; choose from {', '.join(SCORE_NAMES)}")
-    save_scores = tuple(save_scores) if save_scores is not None else (score,)
+    Returns {"images": number scored, "errors": number unreadable, "score": the decision score,
+    "anomalous": images decided anomalous, or None for a model without an image threshold}.
+    """
     unknown = [s for s in save_scores if s not in SCORE_NAMES]
     if unknown:
         raise OddspotError(f"--save-score {unknown[0]!r} unknown; choose from {', '.join(SCORE_NAMES)}")
-    files = list_images(images)
-    dev = torch.device(device) if device is not None else default_device()
-    cfg = read_config(run_dir)
-    model = load_model(run_dir, dev)
-    scorer = RoadScorer.load(run_dir)
-    size = tuple(cfg["train"]["eval_size"]) if cfg.get("train", {}).get("eval_size") else None
-    th = scorer.thresholds[score]
+    files = collect_images(images)
+    score = model.config.score
+    th = model.pixel_threshold
+    names = tuple(dict.fromkeys((score, *save_scores, "msp")))
     out_dir = Path(out_dir)
-    names = tuple(dict.fromkeys((*save_scores, score, "msp")))
-    written, skipped = [], []
+    rows: list[list[Any]] = []
+    errors: list[list[str]] = []
     used: set[str] = set()
     for path in track(files, "predict"):
         try:
             image = read_image(path)
         except OddspotError as exc:
-            skipped.append(str(exc))
+            errors.append([str(path), str(exc)])
             log(f"skipped: {exc}")
             continue
-        stem = path.stem
-        while stem in used:
-            stem = f"{stem}_"
-        used.add(stem)
-        out = run_model(model, image[None], size=size, features=scorer.features)
-        maps = {k: v[0].float().cpu().numpy() for k, v in scorer.maps(out["logits"], out["features"], names).items()}
-        pred = out["logits"][0].argmax(0).cpu().numpy()
-        entry: dict[str, Any] = {"image": str(path), "files": []}
-        for name in save_scores:
-            target = out_dir / f"{stem}_{name}.npy"
-            write_npy(target, maps[name].astype(np.float32))
-            entry["files"].append(str(target))
+        stem = unique_stem(path.stem, used)
+        result = model.analyze(image, names, str(path))
+        dmap = result.maps[score]
+        for name in dict.fromkeys((score, *save_scores)):
+            write_npy(out_dir / f"{stem}_{name}.npy", result.maps[name].astype(np.float32))
         if panels:
-            target = out_dir / f"{stem}_panel.png"
-            write_png(target, make_panel(image, pred, 1.0 - maps["msp"], maps[score], th["threshold"], th["spread"]))
-            entry["files"].append(str(target))
-        entry["flagged_fraction"] = float((maps[score] >= th["threshold"]).mean())
-        entry["max_score"] = float(maps[score].max())
-        written.append(entry)
-    record = {"run": str(run_dir), "score": score, "threshold": th, "images": written, "skipped": skipped}
-    write_json(out_dir / "predictions.json", record)
-    return record
+            write_png(out_dir / f"{stem}_panel.png",
+                      make_panel(image, result.classes, 1.0 - result.maps["msp"], dmap, th["threshold"], th["spread"]))
+        value = model.image_score(dmap)
+        normalized, decided = model.decide(np.array([value]))
+        rows.append([str(path), value, "" if normalized is None else float(normalized[0]),
+                     "" if decided is None else int(decided[0]), int((dmap >= th["threshold"]).sum())])
+    write_csv(out_dir / SCORES_FILE, ("path", "score", "normalized", "anomalous", "flagged_pixels"), rows)
+    (out_dir / ERRORS_FILE).unlink(missing_ok=True)
+    if errors:
+        write_csv(out_dir / ERRORS_FILE, ("path", "error"), errors)
+    flagged = None if model.image_rule is None else sum(int(r[3]) for r in rows)
+    return {"images": len(rows), "errors": len(errors), "score": score, "anomalous": flagged}

@@ -1,4 +1,4 @@
-"""All pixel anomaly scores of a road model, their fitted statistics and thresholds, as one folder.
+"""All pixel anomaly scores of a road model, with their fitted statistics and thresholds.
 
 `fit_scorer` runs the trained network once over (a seeded subset of) the training split to fit
 the Mahalanobis statistics and once over the validation split to fit SML, the fusion and every
@@ -8,31 +8,33 @@ logits and decoder features into one N x H x W map per score, each pixel indepen
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from oddspot.configs import check_range
 from oddspot.data.streethazards import ANOMALY_CLASS, IGNORE_INDEX, StreetHazardsSplit
 from oddspot.errors import OddspotError
-from oddspot.files import write_json
 from oddspot.progress import track
-from oddspot.road.checkpoint import read_json
 from oddspot.road.inference import run_model, same_size_batches
 from oddspot.road.model import FEATURE_SOURCES, DeepLabV3Plus
-from oddspot.road.scores import FORMAT_VERSION, Fusion, Mahalanobis, StandardizedMaxLogit, energy, entropy, max_logit, msp
+from oddspot.road.scores import Fusion, Mahalanobis, StandardizedMaxLogit, energy, entropy, max_logit, msp
 from oddspot.road.thresholds import choose_threshold
 
 SCORE_NAMES: tuple[str, ...] = ("msp", "max_logit", "energy", "entropy", "sml", "mahalanobis", "fusion")
-SCORES_DIR = "scores"
 
 
 @dataclass
 class ScoreConfig:
-    """How the fitted scores are fitted (stored in scores/scores.json)."""
+    """How the fitted scores are fitted (part of the road model's config in model.json).
+
+    `target_fpr` is the share of normal validation pixels (and images) flagged when validation
+    has no anomalies to choose an F1-max threshold from.
+    """
 
     features: str = "low_level"
     temperature: float = 1.0
@@ -49,14 +51,21 @@ class ScoreConfig:
     def __post_init__(self) -> None:
         if self.features not in FEATURE_SOURCES:
             raise OddspotError(f"feature source {self.features!r} unknown; choose from {', '.join(FEATURE_SOURCES)}")
+        check_range("temperature", self.temperature, 0.0, 100.0, low_open=True)
+        check_range("sigma", self.sigma, 0.0, 50.0)
+        check_range("pixels_per_class", self.pixels_per_class, 1, 1_000_000)
+        check_range("shrinkage", self.shrinkage, 0.0, 10.0, low_open=True)
+        if self.mahalanobis_images is not None:
+            check_range("mahalanobis_images", self.mahalanobis_images, 1, 10_000_000)
+        check_range("sml_min_pixels", self.sml_min_pixels, 1, 10**9)
+        check_range("val_pixels_per_image", self.val_pixels_per_image, 1, 10**8)
+        check_range("target_fpr", self.target_fpr, 0.0, 0.5, low_open=True, high_open=True)
+        check_range("batch_size", self.batch_size, 1, 4096)
+        check_range("seed", self.seed, 0, 2**32 - 1)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ScoreConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise OddspotError(f"score config: unknown option(s) {', '.join(unknown)}")
-        return cls(**d)
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form, as stored in model.json."""
+        return json.loads(json.dumps(asdict(self)))
 
 
 class RoadScorer:
@@ -95,25 +104,6 @@ class RoadScorer:
             if "fusion" in names:
                 out["fusion"] = self.fusion(logits, dist)
         return {n: out[n] for n in names}
-
-    def save(self, run_dir: str | Path) -> None:
-        d = Path(run_dir) / SCORES_DIR
-        self.sml.save(d / "sml.json")
-        self.mahalanobis.save(d)
-        self.fusion.save(d / "fusion.json")
-        write_json(d / "scores.json", {"format_version": FORMAT_VERSION, "config": asdict(self.config),
-                                       "scores": list(SCORE_NAMES), "thresholds": self.thresholds})
-
-    @classmethod
-    def load(cls, run_dir: str | Path) -> RoadScorer:
-        d = Path(run_dir) / SCORES_DIR
-        if not (d / "scores.json").exists():
-            raise OddspotError(f"{d}: fitted scores missing; the run did not finish training, rerun `oddspot road train`")
-        obj = read_json(d / "scores.json")
-        if obj.get("format_version") != FORMAT_VERSION:
-            raise OddspotError(f"{d / 'scores.json'}: format version {obj.get('format_version')} unsupported")
-        return cls(ScoreConfig.from_dict(obj["config"]), StandardizedMaxLogit.load(d / "sml.json"),
-                   Mahalanobis.load(d), Fusion.load(d / "fusion.json"), dict(obj["thresholds"]))
 
 
 def _reporting(on_error: Callable[[OddspotError], None] | None) -> Callable[[OddspotError], None]:

@@ -8,7 +8,7 @@ Pure functions of logits (class axis `dim`, default 1 for N x K x H x W):
 They accept numpy arrays or torch tensors and return the same kind.
 
 Fitted scores are small objects with `partial_fit` / `finalize` (streamed, bounded memory),
-`save` / `load` (JSON and safetensors) and `__call__`:
+`fitted(...)` (rebuilt from what the road model stores in its run folder) and `__call__`:
   StandardizedMaxLogit  per-predicted-class mean/std of the max logit (fitted on validation)
   Mahalanobis           class-conditional Gaussians with one tied covariance on a decoder feature
                         map, fitted on training pixels subsampled per class with a seed
@@ -18,9 +18,7 @@ Fitted scores are small objects with `partial_fit` / `finalize` (streamed, bound
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,10 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from oddspot.errors import OddspotError
-from oddspot.files import write_json
-from oddspot.imaging import gaussian_blur as gaussian_smooth
-
-FORMAT_VERSION = 1
+from oddspot.imaging import gaussian_blur
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -77,15 +72,6 @@ def entropy(logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """Entropy of the softmax distribution (nats)."""
     logp = torch.log_softmax(logits, dim=dim)
     return -(logp.exp() * logp).sum(dim=dim)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    from oddspot.road.checkpoint import read_json
-
-    obj = read_json(path)
-    if obj.get("format_version") != FORMAT_VERSION:
-        raise OddspotError(f"{path}: format version {obj.get('format_version')} unsupported; refit the scores")
-    return obj
 
 
 class StandardizedMaxLogit:
@@ -148,22 +134,13 @@ class StandardizedMaxLogit:
         mean, std = self.mean.to(logits.device), self.std.to(logits.device)
         return -(ml - mean[pred]) / std[pred]
 
-    def save(self, path: str | Path) -> None:
-        if self.mean is None or self.std is None:
-            raise OddspotError("SML: not fitted; nothing to save")
-        write_json(path, {"format_version": FORMAT_VERSION, "score": "sml", "num_classes": self.num_classes,
-                          "min_pixels": self.min_pixels, "mean": self.mean.tolist(), "std": self.std.tolist(),
-                          "counts": self.counts, "fallback_classes": self.fallback_classes})
-
     @classmethod
-    def load(cls, path: str | Path) -> StandardizedMaxLogit:
-        obj = _read_json(Path(path))
-        sml = cls(int(obj["num_classes"]), int(obj["min_pixels"]))
-        sml.mean = torch.tensor(obj["mean"], dtype=torch.float32)
-        sml.std = torch.tensor(obj["std"], dtype=torch.float32)
-        sml.counts, sml.fallback_classes = list(obj["counts"]), list(obj["fallback_classes"])
-        if len(sml.mean) != sml.num_classes:
-            raise OddspotError(f"{path}: {len(sml.mean)} class statistics for {sml.num_classes} classes; refit the scores")
+    def fitted(cls, mean: torch.Tensor, std: torch.Tensor, min_pixels: int, counts: list[int],
+               fallback_classes: list[int]) -> StandardizedMaxLogit:
+        """An SML with stored statistics (per-class float32 `mean` and `std`), as `finalize` leaves it."""
+        sml = cls(int(mean.shape[0]), min_pixels)
+        sml.mean, sml.std = mean.float(), std.float()
+        sml.counts, sml.fallback_classes = list(counts), list(fallback_classes)
         return sml
 
 
@@ -253,28 +230,13 @@ class Mahalanobis:
             dist = F.interpolate(dist, size=size, mode="bilinear", align_corners=False)
         return dist[:, 0]
 
-    def save(self, directory: str | Path) -> None:
-        from oddspot.road.checkpoint import save_tensors
-
-        if self.means is None or self.precision is None:
-            raise OddspotError("Mahalanobis: not fitted; nothing to save")
-        directory = Path(directory)
-        save_tensors(directory / "mahalanobis.safetensors", {"means": self.means, "precision": self.precision})
-        write_json(directory / "mahalanobis.json", {
-            "format_version": FORMAT_VERSION, "score": "mahalanobis", "num_classes": self.num_classes,
-            "pixels_per_class": self.pixels_per_class, "seed": self.seed, "shrinkage": self.shrinkage,
-            "ignore_index": self.ignore_index, "counts": self.counts, "fitted_on": "training pixels"})
-
     @classmethod
-    def load(cls, directory: str | Path) -> Mahalanobis:
-        from oddspot.road.checkpoint import load_tensors
-
-        directory = Path(directory)
-        obj = _read_json(directory / "mahalanobis.json")
-        m = cls(int(obj["num_classes"]), int(obj["pixels_per_class"]), int(obj["seed"]), float(obj["shrinkage"]),
-                int(obj["ignore_index"]))
-        t = load_tensors(directory / "mahalanobis.safetensors")
-        m.means, m.precision, m.counts = t["means"], t["precision"], list(obj["counts"])
+    def fitted(cls, num_classes: int, means: torch.Tensor, precision: torch.Tensor, counts: list[int],
+               pixels_per_class: int = 64, seed: int = 0, shrinkage: float = 0.01,
+               ignore_index: int = 255) -> Mahalanobis:
+        """A Mahalanobis score with stored class means (classes with pixels only) and tied precision."""
+        m = cls(num_classes, pixels_per_class, seed, shrinkage, ignore_index)
+        m.means, m.precision, m.counts = means.float(), precision.float(), list(counts)
         return m
 
 
@@ -299,8 +261,8 @@ class Fusion:
 
     def component_maps(self, logits: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
         """N x 2 x H x W smoothed components from N x K x H x W logits and an N x H x W feature distance."""
-        e = gaussian_smooth(energy(logits, self.temperature), self.sigma)
-        m = gaussian_smooth(distance, self.sigma)
+        e = gaussian_blur(energy(logits, self.temperature), self.sigma)
+        m = gaussian_blur(distance, self.sigma)
         return torch.stack([e, m], 1)
 
     def fit(self, components: np.ndarray, anomalous: np.ndarray | None = None) -> Fusion:
@@ -332,20 +294,13 @@ class Fusion:
     def __call__(self, logits: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
         return self.combine(self.component_maps(logits, distance))
 
-    def save(self, path: str | Path) -> None:
-        if self.mean is None or self.std is None:
-            raise OddspotError("Fusion: not fitted; nothing to save")
-        write_json(path, {"format_version": FORMAT_VERSION, "score": "fusion", "components": list(self.COMPONENTS),
-                          "temperature": self.temperature, "sigma": self.sigma, "mean": self.mean, "std": self.std,
-                          "weights": self.weights, "weight_source": self.weight_source, "n_fit_pixels": self.n_fit,
-                          "fitted_on": "validation pixels"})
-
     @classmethod
-    def load(cls, path: str | Path) -> Fusion:
-        obj = _read_json(Path(path))
-        f = cls(float(obj["temperature"]), float(obj["sigma"]))
-        f.mean, f.std, f.weights = list(obj["mean"]), list(obj["std"]), list(obj["weights"])
-        f.weight_source, f.n_fit = str(obj["weight_source"]), int(obj["n_fit_pixels"])
+    def fitted(cls, temperature: float, sigma: float, mean: list[float], std: list[float], weights: list[float],
+               weight_source: str, n_fit: int) -> Fusion:
+        """A fusion with stored normalisation and weights (one value per component)."""
+        f = cls(temperature, sigma)
+        f.mean, f.std, f.weights = [float(v) for v in mean], [float(v) for v in std], [float(v) for v in weights]
+        f.weight_source, f.n_fit = weight_source, int(n_fit)
         return f
 
 

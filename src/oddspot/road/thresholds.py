@@ -1,6 +1,6 @@
 """Operating thresholds chosen on validation pixels, and how results move around them.
 
-With anomalous validation pixels the threshold maximises F1 on them; without (StreetHazards'
+With anomalous validation pixels the threshold maximises F1 on them (`oddspot.calibration.f1_threshold`); without (StreetHazards'
 validation split has none) it is the score that flags `target_fpr` of the normal validation pixels.
 The record says which rule was used. `threshold_sensitivity` tabulates precision / recall / F1 at
 offsets around the chosen threshold, in units of the normal validation scores' standard deviation.
@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from oddspot.calibration import f1_threshold
 from oddspot.errors import OddspotError
 
 DEFAULT_OFFSETS: tuple[float, ...] = (-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0)
@@ -33,16 +34,9 @@ def choose_threshold(scores: np.ndarray, anomalous: np.ndarray | None = None, ta
     neg = s[~pos]
     spread = float(neg.std())
     if pos.any():
-        order = np.argsort(-s, kind="stable")
-        ss, yy = s[order], pos[order]
-        tp = np.cumsum(yy)
-        fp = np.cumsum(~yy)
-        last = np.r_[ss[1:] != ss[:-1], True]
-        tp, fp, th = tp[last], fp[last], ss[last]
-        f1 = 2 * tp / (tp + fp + pos.sum())
-        best = int(np.argmax(f1))
-        return {"threshold": float(th[best]), "rule": "f1_max on validation", "spread": spread,
-                "n_pixels": int(len(s)), "n_anomalous": int(pos.sum()), "validation_f1": float(f1[best])}
+        th, f1 = f1_threshold(s, pos)
+        return {"threshold": th, "rule": "f1_max on validation", "spread": spread,
+                "n_pixels": int(len(s)), "n_anomalous": int(pos.sum()), "validation_f1": f1}
     th = float(np.quantile(neg, 1.0 - target_fpr, method="higher"))
     return {"threshold": th, "rule": f"fpr {target_fpr:g} on normal validation pixels", "spread": spread,
             "n_pixels": int(len(s)), "n_anomalous": 0, "target_fpr": float(target_fpr)}

@@ -1,49 +1,55 @@
-"""Training the road segmentation network, resumable, then fitting its anomaly scores.
+"""Training the road segmentation network, resumable.
 
 Loss: cross-entropy with the ignore index on the main logits plus `aux_weight` (0.4) times the
 same loss on the auxiliary head, with class weights 1 / sqrt(pixel frequency) counted on the
 training labels (`class_weighting="none"` for plain cross-entropy). AdamW (or SGD with momentum) with linear warm-up and poly or
 cosine decay, the learning rate set each step from the step count (so a resumed run follows the
-same schedule). Validation mIoU each epoch; the best epoch's weights are the run's model; training
-stops after `patience` epochs without improvement. Every epoch's randomness derives from
-(seed, epoch), and the full training state (weights with the auxiliary head, optimizer moments,
-step, history) is saved after each epoch under state/, so `resume=True` continues exactly.
+same schedule). Validation mIoU each epoch; the best epoch's weights are the trained network;
+training stops after `patience` epochs without improvement. Every epoch's randomness derives from
+(seed, epoch).
 
-Run folder: config.json, model.safetensors (best, inference weights), history.json,
-state/last.safetensors + state/last.json, scores/ (fitted score statistics and thresholds).
+With a run folder, the training state is saved after each epoch, atomically, so `resume=True`
+continues exactly. It is not the model (the model is model.json + model.safetensors, written by
+`RoadModel.save`); these files only serve resuming and reading the training curve:
+  state/last.safetensors  weights with the auxiliary head and optimizer moments after the last epoch
+  state/last.json         epoch, step, best epoch and mIoU, history, the options (written last)
+  state/best.safetensors  inference weights of the best epoch so far
+  history.json            loss and validation mIoU per epoch
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from oddspot import __version__
+from oddspot.configs import check_range
 from oddspot.data.streethazards import CLASS_NAMES, IGNORE_INDEX, StreetHazardsSplit, load_split
 from oddspot.errors import OddspotError
-from oddspot.features.backbone import default_device
+from oddspot.features.backbone import default_device, scale_pixels
+from oddspot.features.efficientnet_lite import EfficientNetLite0
 from oddspot.files import write_json
 from oddspot.progress import track
 from oddspot.road.augment import AugmentConfig, augment_batch
-from oddspot.road.checkpoint import (CONFIG_FILE, check_class_count, check_labels, load_tensors, read_json, save_model,
-                                     save_tensors)
+from oddspot.road.checkpoint import check_class_count, check_labels, load_tensors, network_from_weights, read_json, save_tensors
 from oddspot.road.model import DeepLabV3Plus, ModelConfig
-from oddspot.road.scorer import RoadScorer, ScoreConfig, fit_scorer
 from oddspot.road.validation import segmentation_metrics
 
 STATE_FORMAT_VERSION = 1
+STATE_DIR = "state"
+HISTORY_FILE = "history.json"
 
 
 @dataclass
 class TrainConfig:
-    """Training options (stored in the run's config.json)."""
+    """Training options (part of the road model's config in model.json)."""
 
     epochs: int = 30
     batch_size: int = 8
@@ -65,33 +71,46 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
-        if isinstance(self.augment, dict):
-            self.augment = AugmentConfig(**self.augment)
         if self.eval_size is not None:
             self.eval_size = (int(self.eval_size[0]), int(self.eval_size[1]))
+            if min(self.eval_size) < 16 or max(self.eval_size) > 8192:
+                raise OddspotError(f"eval_size {list(self.eval_size)} out of range; use 16 to 8192 pixels a side")
         if self.optimizer not in ("adamw", "sgd"):
             raise OddspotError(f"optimizer {self.optimizer!r} unknown; use adamw or sgd")
         if self.class_weighting not in ("none", "sqrt_inverse"):
             raise OddspotError(f"class weighting {self.class_weighting!r} unknown; use none or sqrt_inverse")
         if self.schedule not in ("poly", "cosine"):
             raise OddspotError(f"schedule {self.schedule!r} unknown; use poly or cosine")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise OddspotError("epochs and batch size must be at least 1")
+        if self.freeze is not None and (self.freeze not in EfficientNetLite0.LAYERS or self.freeze == "head"):
+            raise OddspotError(f"freeze layer {self.freeze!r} unknown; choose from stage1..stage7 or none")
+        check_range("epochs", self.epochs, 1, 100_000)
+        check_range("batch_size", self.batch_size, 1, 4096)
+        check_range("lr", self.lr, 0.0, 10.0, low_open=True)
+        check_range("backbone_lr_factor", self.backbone_lr_factor, 0.0, 10.0)
+        check_range("weight_decay", self.weight_decay, 0.0, 1.0)
+        check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        check_range("warmup_steps", self.warmup_steps, 0, 10**7)
+        check_range("aux_weight", self.aux_weight, 0.0, 10.0)
+        check_range("class_weight_images", self.class_weight_images, 1, 10**8)
+        check_range("patience", self.patience, 0, 100_000)
+        if self.max_train_images is not None:
+            check_range("max_train_images", self.max_train_images, 1, 10**9)
+        check_range("seed", self.seed, 0, 2**32 - 1)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["augment"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["augment"].items()}
-        if d["eval_size"] is not None:
-            d["eval_size"] = list(d["eval_size"])
-        return d
+        """JSON form (tuples as lists), as stored in model.json."""
+        return json.loads(json.dumps(asdict(self)))
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise OddspotError(f"train config: unknown option(s) {', '.join(unknown)}")
-        return cls(**d)
+
+@dataclass
+class TrainResult:
+    """What training leaves: the best epoch's network (eval mode) and what is known about it."""
+
+    network: DeepLabV3Plus
+    classes: list[str]
+    class_weights: list[float]
+    best: dict[str, Any]
+    summary: dict[str, Any]
 
 
 def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
@@ -125,38 +144,37 @@ def _optimizer(model: DeepLabV3Plus, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
 
 
-def _save_state(run_dir: Path, model: DeepLabV3Plus, opt: torch.optim.Optimizer, meta: dict[str, Any]) -> None:
+def _save_state(state: Path, model: DeepLabV3Plus, opt: torch.optim.Optimizer, meta: dict[str, Any]) -> None:
     sd = opt.state_dict()
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     for pid, st in sd["state"].items():
         for key, val in st.items():
             tensors[f"optim.{pid}.{key}"] = val if torch.is_tensor(val) else torch.tensor(val)
-    save_tensors(run_dir / "state" / "last.safetensors", tensors)
-    write_json(run_dir / "state" / "last.json", {"format_version": STATE_FORMAT_VERSION,
-                                                 "param_groups": sd["param_groups"], **meta})
+    save_tensors(state / "last.safetensors", tensors)
+    write_json(state / "last.json", {"format_version": STATE_FORMAT_VERSION, "param_groups": sd["param_groups"], **meta})
 
 
-def _load_state(run_dir: Path, model: DeepLabV3Plus, opt: torch.optim.Optimizer) -> dict[str, Any]:
-    meta = read_json(run_dir / "state" / "last.json")
+def _load_state(state: Path, model: DeepLabV3Plus, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    meta = read_json(state / "last.json")
     if meta.get("format_version") != STATE_FORMAT_VERSION:
-        raise OddspotError(f"{run_dir / 'state' / 'last.json'}: state format {meta.get('format_version')} unsupported")
-    tensors = load_tensors(run_dir / "state" / "last.safetensors")
+        raise OddspotError(f"{state / 'last.json'}: state format {meta.get('format_version')} unsupported")
+    tensors = load_tensors(state / "last.safetensors")
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     cls = weights.get("classifier.weight")
     if cls is not None:
-        check_class_count(model.num_classes, int(cls.shape[0]), f"{run_dir / 'state'}: the saved training state",
+        check_class_count(model.num_classes, int(cls.shape[0]), f"{state}: the saved training state",
                           "it belongs to another model; train into a new --out folder")
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
-        raise OddspotError(f"{run_dir / 'state' / 'last.safetensors'}: weights do not fit the model ({first})") from None
-    state: dict[int, dict[str, torch.Tensor]] = {}
+        raise OddspotError(f"{state / 'last.safetensors'}: weights do not fit the model ({first})") from None
+    optim: dict[int, dict[str, torch.Tensor]] = {}
     for k, v in tensors.items():
         if k.startswith("optim."):
             _, pid, key = k.split(".", 2)
-            state.setdefault(int(pid), {})[key] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+            optim.setdefault(int(pid), {})[key] = v
+    opt.load_state_dict({"state": optim, "param_groups": meta["param_groups"]})
     return meta
 
 
@@ -190,32 +208,31 @@ class _Images:
         return s.image, s.labels
 
 
-def train(data: str | Path, run_dir: str | Path, model_config: ModelConfig | None = None,
-          train_config: TrainConfig | None = None, score_config: ScoreConfig | None = None, resume: bool = False,
-          device: str | torch.device | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train on DATA's training split, validate on its validation split, fit the scores; return a summary."""
-    run_dir = Path(run_dir)
-    tcfg = train_config or TrainConfig()
-    scfg = score_config or ScoreConfig(seed=tcfg.seed)
+def train(data: str | Path, model_config: ModelConfig, train_config: TrainConfig, run_dir: str | Path | None = None,
+          resume: bool = False, device: str | torch.device | None = None,
+          log: Callable[[str], None] = print) -> TrainResult:
+    """Train on DATA's training split, validating on its validation split; return the best epoch's network.
+
+    With `run_dir` the training state is saved there after every epoch (see the module docstring)
+    and `resume=True` continues it; without, training runs in memory only.
+    """
+    tcfg, mcfg = train_config, model_config
     train_split = load_split(data, "training")
     val_split = load_split(data, "validation")
-    mcfg = model_config or ModelConfig(num_classes=train_split.num_classes)
     check_class_count(train_split.num_classes, mcfg.num_classes, "--num-classes / model config",
                       f"the data has {train_split.num_classes} known classes ({', '.join(CLASS_NAMES)})")
     dev = torch.device(device) if device is not None else default_device()
 
-    extra = {"data": str(Path(data)), "classes": list(CLASS_NAMES[: mcfg.num_classes]), "train": tcfg.to_dict(),
-             "seed": tcfg.seed}
-    state_file = run_dir / "state" / "last.json"
+    state = Path(run_dir) / STATE_DIR if run_dir is not None else None
     if resume:
-        if not state_file.exists():
-            raise OddspotError(f"{run_dir}: no training state to resume (state/last.json missing); train without --resume")
-        old = read_json(run_dir / "state" / "last.json")
+        if state is None or not (state / "last.json").exists():
+            raise OddspotError(f"{run_dir}: no training state to resume ({STATE_DIR}/last.json missing); "
+                               "train without --resume")
+        old = read_json(state / "last.json")
         if old.get("model") != mcfg.to_dict() or old.get("train") != tcfg.to_dict():
             raise OddspotError(f"{run_dir}: saved training used other options; resume with the same options or use a new --out")
-    elif (run_dir / CONFIG_FILE).exists() or state_file.exists():
-        raise OddspotError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    elif state is not None and (state / "last.json").exists():
+        raise OddspotError(f"{run_dir}: already holds a training state; pass --resume to continue it or choose another --out")
 
     torch.manual_seed(tcfg.seed)
     model = DeepLabV3Plus(mcfg, pretrained=True)
@@ -244,16 +261,20 @@ def train(data: str | Path, run_dir: str | Path, model_config: ModelConfig | Non
             if pair is not None:
                 counts += np.bincount(pair[1][pair[1] < mcfg.num_classes].ravel(), minlength=mcfg.num_classes)
     weights = class_weights(counts, tcfg.class_weighting)
-    extra["class_weights"] = [round(float(w), 6) for w in weights]
     steps_per_epoch = -(-len(indices) // tcfg.batch_size)
     total_steps = steps_per_epoch * tcfg.epochs
 
     history: list[dict[str, Any]] = []
     start_epoch, step, best, best_epoch = 0, 0, -1.0, -1
-    if resume:
-        meta = _load_state(run_dir, model, opt)
+    best_iou: dict[str, float] = {}
+    best_weights: dict[str, torch.Tensor] | None = None
+    if resume and state is not None:
+        meta = _load_state(state, model, opt)
         start_epoch, step = int(meta["epoch"]) + 1, int(meta["step"])
         best, best_epoch, history = float(meta["best_miou"]), int(meta["best_epoch"]), list(meta["history"])
+        best_iou = dict(meta.get("best_iou") or {})
+        if best_epoch >= 0:
+            best_weights = load_tensors(state / "best.safetensors")
         log(f"resuming after epoch {start_epoch} (best mIoU {best:.3f} at epoch {best_epoch + 1})")
 
     ce = torch.nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32, device=dev), ignore_index=IGNORE_INDEX)
@@ -279,7 +300,7 @@ def train(data: str | Path, run_dir: str | Path, model_config: ModelConfig | Non
             if not pairs:
                 continue
             x, y = augment_batch([p[0] for p in pairs], [p[1] for p in pairs], tcfg.augment, rng, dev, IGNORE_INDEX)
-            x = ((x - 127.0) / 128.0).contiguous(memory_format=torch.channels_last)
+            x = scale_pixels(x, "lite")
             factor = lr_factor(step, total_steps, tcfg)
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * factor
@@ -303,24 +324,24 @@ def train(data: str | Path, run_dir: str | Path, model_config: ModelConfig | Non
         history.append(rec)
         improved = seg["miou"] > best
         if improved:
-            best, best_epoch = seg["miou"], epoch
-            save_model(run_dir, model, {**extra, "best": {"epoch": epoch + 1, "miou": best, "iou": seg["iou"]}})
-        _save_state(run_dir, model, opt, {"epoch": epoch, "step": step, "best_miou": best, "best_epoch": best_epoch,
-                                          "history": history, "model": mcfg.to_dict(), "train": tcfg.to_dict()})
-        write_json(run_dir / "history.json", {"epochs": history})
+            best, best_epoch, best_iou = seg["miou"], epoch, seg["iou"]
+            best_weights = {k: v.detach().to("cpu").clone() for k, v in model.inference_state_dict().items()}
+            if state is not None:
+                save_tensors(state / "best.safetensors", best_weights)
+        if state is not None:
+            _save_state(state, model, opt, {"epoch": epoch, "step": step, "best_miou": best, "best_epoch": best_epoch,
+                                            "best_iou": best_iou, "history": history, "model": mcfg.to_dict(),
+                                            "train": tcfg.to_dict()})
+            write_json(Path(run_dir) / HISTORY_FILE, {"epochs": history})  # type: ignore[arg-type]
         log(f"epoch {epoch + 1}/{tcfg.epochs}: loss {rec['loss']:.3f}  val mIoU {seg['miou']:.3f}"
             f"{'  (best)' if improved else ''}  {n_seen / max(train_s, 1e-9):.1f} img/s")
     train_seconds = time.perf_counter() - t_start
-
-    from oddspot.road.checkpoint import load_model
-
-    best_model = load_model(run_dir, dev, num_classes=train_split.num_classes)
-    t_fit = time.perf_counter()
-    scorer: RoadScorer = fit_scorer(best_model, train_split, val_split, scfg, tcfg.eval_size, on_error=report)
-    scorer.save(run_dir)
-    summary = {"run": str(run_dir), "best_epoch": best_epoch + 1, "best_miou": best, "epochs_run": len(history),
-               "stopped_early": stopped_early, "train_seconds": round(train_seconds, 2),
-               "fit_scores_seconds": round(time.perf_counter() - t_fit, 2), "skipped_files": bad_files,
-               "device": str(dev), "oddspot_version": __version__}
-    write_json(run_dir / "train_summary.json", summary)
-    return summary
+    if best_weights is None:
+        raise OddspotError(f"{val_split.image_dir}: no epoch reached a validation mIoU; check the validation split")
+    where = str(state / "best.safetensors") if state is not None else "trained weights"
+    network = network_from_weights(mcfg, best_weights, where, num_classes=train_split.num_classes)
+    summary = {"best_epoch": best_epoch + 1, "best_miou": best, "epochs_run": len(history),
+               "stopped_early": stopped_early, "train_seconds": round(train_seconds, 2), "skipped_files": bad_files,
+               "device": str(dev)}
+    return TrainResult(network, list(CLASS_NAMES[: mcfg.num_classes]), [round(float(w), 6) for w in weights],
+                       {"epoch": best_epoch + 1, "miou": best, "iou": best_iou}, summary)
