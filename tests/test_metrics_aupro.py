@@ -1,4 +1,4 @@
-"""AUPRO against an in-memory reference written from the definition (DESIGN.md section 5)."""
+"""AUPRO against an in-memory reference written from its definition (MVTec AD, as in `oddspot.metrics.aupro`)."""
 
 from __future__ import annotations
 

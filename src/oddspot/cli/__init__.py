@@ -12,13 +12,13 @@ import os
 # spinning workers made 2-thread training several times slower. Set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import importlib  # noqa: E402
-import sys  # noqa: E402
+import importlib
+import sys
 
-import click  # noqa: E402
+import click
 
-from oddspot import __version__  # noqa: E402
-from oddspot.errors import OddspotError  # noqa: E402
+from oddspot import __version__
+from oddspot.errors import OddspotError
 
 
 class OddspotGroup(click.Group):

@@ -1,4 +1,4 @@
-"""AUPRO (MVTec), streaming over images, as defined in DESIGN.md section 5.
+"""AUPRO (MVTec AD, Bergmann et al.), streaming over images.
 
 Each ground-truth mask is split into 8-connected regions per image. Every anomaly-free pixel
 adds 1 to the false-positive count, every pixel of region k adds 1/|region k| to PRO. Over the
