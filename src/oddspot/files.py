@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader never sees a half-written result (temp file + rename)."""
+"""Atomic file writes (a reader never sees a half-written result) and the one checked JSON reader."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from oddspot.errors import OddspotError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -53,3 +55,32 @@ def write_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Save JSON (indented, keys in insertion order) atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=True) + "\n")
+
+
+def read_json(path: str | os.PathLike[str], fix: str, version_key: str | None = None,
+              versions: tuple[int, ...] = (), missing: str | None = None) -> dict[str, Any]:
+    """The one checked JSON reader: a JSON object from `path`, or a one-line error naming it.
+
+    A missing file, an unreadable or non-UTF-8 file, invalid JSON, or a value that is not an
+    object are errors that end with `fix` (what the user should do); `missing`, when given, is the
+    whole message of a missing file. With `version_key`, the object's version must be one of `versions`.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise OddspotError(f"{path}: {missing}" if missing else f"{path}: not found; {fix}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OddspotError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc}); {fix}") from None
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise OddspotError(f"{path}: not valid JSON ({exc}); {fix}") from None
+    if not isinstance(obj, dict):
+        raise OddspotError(f"{path}: expected a JSON object, got {type(obj).__name__}; {fix}")
+    if version_key is not None:
+        version = obj.get(version_key)
+        if isinstance(version, bool) or version not in versions:
+            raise OddspotError(f"{path}: {version_key} {version!r} unsupported (this oddspot reads "
+                               f"{', '.join(map(str, versions))}); {fix}")
+    return obj

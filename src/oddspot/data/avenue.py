@@ -16,7 +16,6 @@ Layouts read here:
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from PIL import Image
 from oddspot.data.image_io import list_images, read_image
 from oddspot.data.sample import Sample
 from oddspot.errors import OddspotError
-from oddspot.files import write_npy
+from oddspot.files import read_json, write_npy
 
 Size = tuple[int, int]
 VIDEO_SUFFIXES = frozenset({".avi", ".mp4", ".mov", ".mkv"})
@@ -339,11 +338,10 @@ def read_avenue(root: str | Path, split: str, cache_dir: Path | None = None) -> 
 
 
 def _read_labels_json(path: Path) -> dict[str, dict]:
-    try:
-        data = json.loads(path.read_text())
-        return dict(data["videos"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise OddspotError(f"{path}: not a labels file ({exc}); expected {{'videos': {{id: {{'labels': [...]}}}}}}") from None
+    data = read_json(path, "expected {'videos': {id: {'labels': [...]}}}")
+    if not isinstance(data.get("videos"), dict):
+        raise OddspotError(f"{path}: not a labels file (no 'videos' mapping); expected {{'videos': {{id: {{'labels': [...]}}}}}}")
+    return dict(data["videos"])
 
 
 def find_label_file(root: Path) -> Path | None:

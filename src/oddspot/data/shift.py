@@ -21,7 +21,6 @@ file from it exactly.
 from __future__ import annotations
 
 import io
-import json
 import math
 import shutil
 from pathlib import Path
@@ -35,7 +34,7 @@ from oddspot import __version__
 from oddspot.data.image_io import is_image_file, read_image, read_mask
 from oddspot.data.mvtec import categories as list_categories
 from oddspot.errors import OddspotError
-from oddspot.files import atomic_write_bytes, write_json
+from oddspot.files import atomic_write_bytes, read_json, write_json
 from oddspot.progress import track
 
 MANIFEST_FILE = "shift.json"
@@ -305,12 +304,5 @@ def shift_dataset(data: str | Path, out: str | Path, severity: str = "moderate",
 def read_shift_manifest(folder: str | Path) -> dict[str, Any]:
     """The manifest of a shifted dataset (checking its format version)."""
     path = Path(folder) / MANIFEST_FILE
-    if not path.exists():
-        raise OddspotError(f"{path}: not found; {folder} was not written by `oddspot shift`")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise OddspotError(f"{path}: corrupt JSON ({exc}); re-run `oddspot shift`") from None
-    if manifest.get("format_version") != MANIFEST_VERSION:
-        raise OddspotError(f"{path}: format version {manifest.get('format_version')} unsupported (this oddspot reads {MANIFEST_VERSION})")
-    return manifest
+    return read_json(path, "re-run `oddspot shift`", "format_version", (MANIFEST_VERSION,),
+                     missing=f"not found; {folder} was not written by `oddspot shift`")

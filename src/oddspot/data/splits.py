@@ -9,7 +9,6 @@ Protocols:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import numpy as np
 
 from oddspot.data.mvtec import SampleRef
 from oddspot.errors import OddspotError
-from oddspot.files import write_json
+from oddspot.files import read_json, write_json
 
 PROTOCOLS = ("validation", "standard")
 MANIFEST_VERSION = 1
@@ -53,10 +52,7 @@ def load_or_create_manifest(path: Path, refs: dict[str, list[SampleRef]], root: 
                             seed: int = 0) -> dict[str, Any]:
     """Reuse the manifest at `path` if it exists (checking its protocol), else create and write it."""
     if path.exists():
-        try:
-            manifest = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise OddspotError(f"{path}: corrupt split manifest ({exc}); delete it to regenerate") from None
+        manifest = read_json(path, "delete it to regenerate the split")
         if manifest.get("protocol") != protocol:
             raise OddspotError(
                 f"{path}: manifest is for --split {manifest.get('protocol')}, not {protocol}; "

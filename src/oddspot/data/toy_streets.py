@@ -26,7 +26,7 @@ from oddspot import __version__
 from oddspot.configs import check_range
 from oddspot.data.streethazards import ANOMALY_CLASS, CLASS_NAMES, SPLITS, encode_labels
 from oddspot.errors import OddspotError
-from oddspot.files import write_json, write_png
+from oddspot.files import read_json, write_json, write_png
 
 FORMAT_VERSION = 1
 MANIFEST = "toy_streets.json"
@@ -456,11 +456,9 @@ def generate_toy_streets(root: str | os.PathLike[str], config: ToyStreetConfig |
         "label_encoding": "PNG value = class + 1; 0 = unannotated",
     }
     if manifest_path.exists():
-        import json
-
         try:
-            old = json.loads(manifest_path.read_text())
-        except (OSError, ValueError):
+            old = read_json(manifest_path, "choose another folder")
+        except OddspotError:
             old = None
         if old is not None and {k: old.get(k) for k in manifest if k != "oddspot_version"} == {
             k: v for k, v in manifest.items() if k != "oddspot_version"

@@ -14,7 +14,6 @@ The conversion moves every tensor into one `model.safetensors` (a cascade's as `
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from safetensors.numpy import load as st_load
 
 from oddspot.calibration import Calibration
 from oddspot.errors import OddspotError
+from oddspot.files import read_json
 from oddspot.runs.contract import MODEL_FILE, Record
 
 TASK = "inspect"
@@ -33,12 +33,8 @@ PARTS_V1 = ("gate", "localizer")
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise OddspotError(f"{path}: missing; the format-1 folder is incomplete and cannot be upgraded") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise OddspotError(f"{path}: not valid JSON ({exc}); cannot upgrade a damaged folder") from None
+    return read_json(path, "cannot upgrade a damaged folder",
+                     missing="missing; the format-1 folder is incomplete and cannot be upgraded")
 
 
 def _read_meta(folder: Path) -> dict[str, Any]:

@@ -4,14 +4,13 @@ per-category bars per protocol, and image ROC overlays per protocol."""
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from oddspot.experiments.config import PROTOCOLS, Cell, ExperimentConfig
 from oddspot.experiments.tables import result_row
-from oddspot.files import atomic_write_bytes
+from oddspot.files import atomic_write_bytes, read_json
 
 PROTOCOL_COLORS = {"clean": "#1b7837", "shift-none": "#c51b7d", "shift-threshold": "#e08214",
                    "shift-refit": "#2166ac", "global": "#762a83"}
@@ -121,7 +120,9 @@ def roc_overlays(cells: list[Cell], rows: list[dict[str, Any]], folder_of: Calla
                 path = folder_of(c) / "curves.json"
                 if not path.exists():
                     continue
-                roc = json.loads(path.read_text())["image"]["roc"]
+                roc = read_json(path, "re-run the experiment").get("image", {}).get("roc")
+                if not isinstance(roc, dict):
+                    continue
                 ax.plot(roc["fpr"], roc["tpr"], label=c.protocol, color=PROTOCOL_COLORS.get(c.protocol),
                         ls=PROTOCOL_STYLES.get(c.protocol, "-"), lw=1.8, alpha=0.85)
             ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=0.8)

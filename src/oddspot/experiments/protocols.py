@@ -15,7 +15,6 @@ per category, so no split is ever regenerated.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from oddspot.data.mvtec import category_root, read_mvtec
 from oddspot.data.splits import load_or_create_manifest, select
 from oddspot.errors import OddspotError
 from oddspot.experiments.config import Cell, ExperimentConfig, spec_hash
-from oddspot.files import write_json
+from oddspot.files import read_json, write_json
 from oddspot.runs.contract import read_model_json
 
 DONE_FILE = "done.json"
@@ -70,7 +69,12 @@ class Workspace:
     @staticmethod
     def _done(folder: Path, spec: dict[str, Any]) -> bool:
         path = folder / DONE_FILE
-        return path.exists() and json.loads(path.read_text()).get("spec") == spec
+        if not path.exists():
+            return False
+        try:
+            return read_json(path, "the cell runs again").get("spec") == spec
+        except OddspotError:
+            return False
 
     @staticmethod
     def _finish(folder: Path, spec: dict[str, Any]) -> None:
@@ -117,7 +121,7 @@ class Workspace:
             for cat in cats:
                 root = category_root(self.clean, cat)
                 refs = read_mvtec(self.clean, cat)
-                manifest = json.loads(self.split_file(cat).read_text())
+                manifest = read_json(self.split_file(cat), "delete the experiment's splits/ folder to redraw them")
                 train = select(refs, root, manifest["train"])
                 counts[cat] = len(train)
                 images += task.load_images(train)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from oddspot.errors import OddspotError
 from oddspot.experiments.config import PROTOCOLS, Cell, ExperimentConfig
-from oddspot.files import atomic_write_text
+from oddspot.files import atomic_write_text, read_json
 
 FACT_COLUMNS = ("calibrated_on", "calibration_strategy", "image_threshold", "pixel_threshold", "fit_seconds",
                 "predict_seconds", "memory_bank_size", "n_train")
@@ -24,8 +24,8 @@ Row = dict[str, Any]
 def read_result(path: Path) -> dict[str, Any] | None:
     """A cell's result.json, or None when absent or unreadable (an interrupted write never is: writes are atomic)."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        return read_json(path, "the cell runs again")
+    except OddspotError:
         return None
 
 

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +18,7 @@ from oddspot.data.image_io import read_image
 from oddspot.data.mvtec import SampleRef, category_root, read_mvtec
 from oddspot.data.splits import load_or_create_manifest, select
 from oddspot.errors import OddspotError
+from oddspot.files import read_json
 from oddspot.runs.registry import kinds, model_class
 
 RUN_FILE = "run.json"
@@ -41,13 +41,7 @@ def read_run_info(run: Path) -> dict[str, Any]:
     path = Path(run) / RUN_FILE
     if not path.is_file():
         return {}
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise OddspotError(f"{path}: not valid JSON ({exc}); re-run `oddspot inspect fit`") from None
-    if not isinstance(info, dict):
-        raise OddspotError(f"{path}: expected a JSON object; re-run `oddspot inspect fit`")
-    return info
+    return read_json(path, "re-run `oddspot inspect fit`")
 
 
 def load_images(refs: Sequence[SampleRef]) -> list[np.ndarray]:

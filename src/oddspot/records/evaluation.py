@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from oddspot.errors import OddspotError
-from oddspot.files import atomic_write_text, write_json
+from oddspot.files import atomic_write_text, read_json, write_json
 
 RECORD_VERSION = 1
 METRICS_FILE = "metrics.json"
@@ -42,14 +41,8 @@ def read_metrics(path: str | Path, task: str | None = None) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         path = path / METRICS_FILE
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise OddspotError(f"{path}: not found; pass the --out folder of `oddspot <task> evaluate`") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise OddspotError(f"{path}: not valid JSON ({exc}); re-run `oddspot <task> evaluate`") from None
-    if not isinstance(obj, dict):
-        raise OddspotError(f"{path}: expected a JSON object; re-run `oddspot <task> evaluate`")
+    obj = read_json(path, "re-run `oddspot <task> evaluate`",
+                    missing="not found; pass the --out folder of `oddspot <task> evaluate`")
     if obj.get("task") not in TASKS:
         raise OddspotError(f"{path}: no known task ({obj.get('task')!r}); written by another tool or an older oddspot, "
                            "re-run `oddspot <task> evaluate`")

@@ -9,7 +9,6 @@ anomaly maps and ground-truth masks, and stores small PNG thumbnails of each car
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -22,7 +21,7 @@ from PIL import Image
 from scipy import ndimage
 
 from oddspot.errors import OddspotError
-from oddspot.files import write_json, write_png
+from oddspot.files import read_json, write_json, write_png
 from oddspot.visualize import heatmap_overlay
 
 GALLERY_DIR = "gallery"
@@ -293,14 +292,7 @@ def gallery_file(folder: str | Path) -> Path:
 def read_gallery(folder: str | Path) -> Gallery:
     """The gallery of an evaluation folder (or its gallery/ folder), checked: types, version and files."""
     path = gallery_file(folder)
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise OddspotError(f"{path}: not found; re-run `oddspot <task> evaluate` to write the gallery") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise _fail(path, f"not valid JSON ({exc})") from None
-    if not isinstance(obj, dict):
-        raise _fail(path, "expected a JSON object")
+    obj = read_json(path, "re-run `oddspot <task> evaluate` to write the gallery")
     if obj.get("format_version") != GALLERY_VERSION:
         raise _fail(path, f"format_version {obj.get('format_version')!r} unsupported (this oddspot reads {GALLERY_VERSION})")
     num = (int, float)

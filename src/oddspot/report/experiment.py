@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from pathlib import Path
 from typing import Any
 
+from oddspot import files
 from oddspot.errors import OddspotError
 from oddspot.report.gallery import Warn
 from oddspot.report.html import esc, img, table
@@ -24,12 +24,7 @@ MAX_PLOT_BYTES = 4 * 2**20
 
 def read_json(path: Path) -> Any:
     """A JSON file, with a one-line error naming it when it is unreadable."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise OddspotError(f"{path}: cannot read ({exc}); check the folder") from None
-    except json.JSONDecodeError as exc:
-        raise OddspotError(f"{path}: corrupt JSON ({exc.msg}, line {exc.lineno}); re-run the command that wrote it") from None
+    return files.read_json(path, "re-run the command that wrote it")
 
 
 def _value(text: str) -> Any:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from oddspot.errors import OddspotError
+from oddspot.files import read_json
 from oddspot.records.gallery import ScoreRow
 
 Warn = Callable[[str], None]
@@ -97,10 +97,4 @@ def read_frame_scores(path: Path, warn: Warn) -> list[FrameScore]:
 
 def read_curves(path: Path, task: str = "inspect") -> dict[str, Any]:
     """An evaluation's curves.json, with a one-line error naming it when it is unreadable."""
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise OddspotError(f"{path}: cannot read ({exc}); re-run `oddspot {task} evaluate`") from None
-    if not isinstance(obj, dict):
-        raise OddspotError(f"{path}: expected a JSON object; re-run `oddspot {task} evaluate`")
-    return obj
+    return read_json(path, f"re-run `oddspot {task} evaluate`")

@@ -8,7 +8,6 @@ builds. Nothing is unpickled: weights are safetensors, everything else JSON.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from oddspot import files
 from oddspot.errors import OddspotError
 from oddspot.files import atomic_write_bytes
 from oddspot.road.model import DeepLabV3Plus, ModelConfig
@@ -41,16 +41,7 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
 
 def read_json(path: str | Path) -> dict[str, Any]:
     """Read a JSON object; missing or invalid files are a one-line error naming them."""
-    path = Path(path)
-    if not path.exists():
-        raise OddspotError(f"{path}: file not found; is this a complete road run folder?")
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise OddspotError(f"{path}: invalid JSON ({exc}); the file is damaged") from None
-    if not isinstance(obj, dict):
-        raise OddspotError(f"{path}: expected a JSON object")
-    return obj
+    return files.read_json(path, "the file is damaged; restore it or refit", missing="file not found; is this a complete road run folder?")
 
 
 def check_class_count(expected: int, got: int, what: str, fix: str) -> None:

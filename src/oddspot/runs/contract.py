@@ -14,7 +14,6 @@ that names `oddspot upgrade RUN`, which converts them (see `oddspot.runs.upgrade
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from safetensors.numpy import save as st_save
 
 from oddspot import __version__
 from oddspot.errors import OddspotError
-from oddspot.files import atomic_write_bytes, write_json
+from oddspot.files import atomic_write_bytes, read_json, write_json
 
 FORMAT_VERSION = 2
 MODEL_FILE = "model.json"
@@ -113,12 +112,7 @@ def read_model_json(folder: str | Path) -> dict[str, Any]:
         if (folder / "config.json").is_file():  # a road run of oddspot 0.1
             raise OddspotError(f"{folder}: written by oddspot 0.1 (format 1); convert it with `oddspot upgrade {folder}`")
         raise OddspotError(f"{folder}: not a saved oddspot model ({MODEL_FILE} missing); pass a folder written by `oddspot <task> fit`")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise OddspotError(f"{path}: not valid JSON ({exc}); the file is damaged, refit the model") from None
-    if not isinstance(meta, dict):
-        raise OddspotError(f"{path}: expected a JSON object; the file is damaged, refit the model")
+    meta = read_json(path, "the file is damaged, refit the model")
     version = meta.get("format_version")
     if version == 1:
         raise OddspotError(f"{path}: written by oddspot 0.1 (format 1); convert it with `oddspot upgrade {folder}`")

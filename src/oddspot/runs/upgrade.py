@@ -8,11 +8,11 @@ that is either still format 1 or already complete format 2.
 from __future__ import annotations
 
 import importlib
-import json
 import shutil
 from pathlib import Path
 
 from oddspot.errors import OddspotError
+from oddspot.files import read_json
 from oddspot.runs.contract import MODEL_FILE, save_record
 
 CONVERTERS = {
@@ -30,12 +30,7 @@ def detect_v1(folder: Path) -> str:
     path = folder / MODEL_FILE
     if not path.is_file():
         raise OddspotError(f"{folder}: not an oddspot run folder (no {MODEL_FILE} or config.json)")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise OddspotError(f"{path}: not valid JSON ({exc}); cannot upgrade a damaged folder") from None
-    if not isinstance(meta, dict):
-        raise OddspotError(f"{path}: expected a JSON object; cannot upgrade a damaged folder")
+    meta = read_json(path, "cannot upgrade a damaged folder")
     if meta.get("format_version") == 2:
         raise OddspotError(f"{folder}: already format 2; nothing to upgrade")
     if meta.get("format_version") != 1:

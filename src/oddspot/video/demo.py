@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -11,6 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from oddspot.data.synthetic_video import EVENT_TYPES, generate_video_dataset
+from oddspot.errors import OddspotError
+from oddspot.files import read_json
 from oddspot.records.evaluation import write_metrics
 from oddspot.video.autoencoder import AutoencoderConfig, FrameAutoencoder
 from oddspot.video.base import VideoDetector
@@ -26,7 +27,7 @@ def _dataset(root: Path, seed: int) -> dict:
     labels = root / "labels.json"
     if labels.exists():
         try:
-            old = json.loads(labels.read_text())
+            old = read_json(labels, "the demo data is generated again")
             same = (
                 old.get("seed") == seed
                 and old.get("num_frames") == DEMO_DATA["num_frames"]
@@ -34,7 +35,7 @@ def _dataset(root: Path, seed: int) -> dict:
                 and len(old.get("videos", {})) == DEMO_DATA["num_test"]
                 and len(list((root / "training" / "frames").glob("*"))) == DEMO_DATA["num_train"]
             )
-        except ValueError:
+        except OddspotError:
             same = False
         if same:
             return old

@@ -10,13 +10,13 @@ up: the upgraded post-processor has `threshold: null` (and `threshold_quantile: 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
 from oddspot.errors import OddspotError
+from oddspot.files import read_json
 from oddspot.runs.contract import MODEL_FILE, Record
 from oddspot.video.autoencoder import FrameAutoencoder
 from oddspot.video.base import VideoDetector
@@ -36,11 +36,8 @@ def record_from_v1(folder: Path) -> tuple[Record, list[Path]]:
     """
     folder = Path(folder)
     path = folder / MODEL_FILE
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise OddspotError(f"{path}: not valid JSON ({exc}); cannot upgrade a damaged folder") from None
-    if not isinstance(meta, dict) or meta.get("format_version") != 1:
+    meta = read_json(path, "cannot upgrade a damaged folder")
+    if meta.get("format_version") != 1:
         raise OddspotError(f"{path}: not a format-1 video model; nothing to upgrade")
     kind = meta.get("kind")
     if kind not in KINDS_V1:
