@@ -25,6 +25,7 @@ from torch import nn
 
 from oddspot.configs import check_range
 from oddspot.errors import OddspotError
+from oddspot.features.backbone import scale_pixels
 from oddspot.progress import track
 from oddspot.runs.contract import Record
 from oddspot.video.base import VideoDetector, check_common, check_tensor_names, load_module_tensors
@@ -205,7 +206,7 @@ class FrameAutoencoder(VideoDetector):
         x = torch.as_tensor(np.ascontiguousarray(frames)).to(self.device).permute(0, 3, 1, 2).float()
         if tuple(x.shape[-2:]) != tuple(self.config.size):
             x = F.interpolate(x, size=self.config.size, mode="bilinear", align_corners=False, antialias=True)
-        return (x - 127.0) / 128.0
+        return scale_pixels(x, "lite").contiguous()
 
     def _encode(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.encoder is not None:
