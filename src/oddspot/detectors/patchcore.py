@@ -171,8 +171,11 @@ class PatchCore(RunModel):
         b = min(cfg.reweight_neighbors, self.memory_bank.shape[0])
         _, neigh = self.index.search(m_star, b)
         dist = np.linalg.norm(self.memory_bank[neigh] - m_test[:, None, :], axis=2)
-        shift = dist.min(axis=1, keepdims=True)  # for numerical stability; cancels in the ratio
-        weights = 1.0 - np.exp(s_star[:, None] - shift)[:, 0] / np.exp(dist - shift).sum(axis=1)
+        # The numerator is the distance to m* itself, not the patch score s* (they differ when
+        # num_neighbors > 1), computed as the sum's terms are: m* is in N_b(m*), so the ratio is <= 1.
+        nearest = np.linalg.norm(m_star - m_test, axis=1)
+        shift = dist.min(axis=1)  # for numerical stability; cancels in the ratio
+        weights = 1.0 - np.exp(nearest - shift) / np.exp(dist - shift[:, None]).sum(axis=1)
         return weights * s_star
 
     def predict(self, images: Sequence[ImageLike], maps: bool = True) -> Prediction:
