@@ -6,7 +6,9 @@ from pathlib import Path
 
 import click
 
+from oddspot.cli.common import SEED, THREADS, check_out
 from oddspot.data.shift import ONLY_CHOICES, SEVERITY_SCALE
+from oddspot.files import staged_folder
 
 
 @click.command("shift")
@@ -16,12 +18,14 @@ from oddspot.data.shift import ONLY_CHOICES, SEVERITY_SCALE
               help="Scale of every parameter range (moderate = the documented ranges).")
 @click.option("--only", type=click.Choice(ONLY_CHOICES), default=None,
               help="Apply one transform family (geometric, photometric, illumination) or one transform.")
-@click.option("--seed", default=0, show_default=True, help="Base seed; image i uses seed + i.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Base seed; image i uses seed + i.")
 def shift_cmd(data: Path, out: Path, severity: str, only: str | None, seed: int) -> None:
     """Write a shifted copy of the MVTec-layout dataset DATA (masks warped with their images)."""
     from oddspot.data.shift import MANIFEST_FILE, shift_dataset
 
-    manifest = shift_dataset(data, out, severity, only, seed, warn=lambda m: click.echo(m, err=True))
+    check_out(out, data)
+    with staged_folder(out, (data,)) as stage:  # an earlier shifted copy in --out is replaced whole
+        manifest = shift_dataset(data, stage, severity, only, seed, warn=lambda m: click.echo(m, err=True))
     tail = f", {len(manifest['errors'])} skipped" if manifest["errors"] else ""
     click.echo(f"shifted {len(manifest['images'])} images ({severity}{', only ' + only if only else ''}){tail} "
                f"-> {out} (parameters in {out / MANIFEST_FILE})")
@@ -32,7 +36,7 @@ def shift_cmd(data: Path, out: Path, severity: str, only: str | None, seed: int)
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
               help="Results folder (default: the config's `out`, relative to the config file).")
 @click.option("--list", "list_only", is_flag=True, help="Print the cells and whether they are done; run nothing.")
-@click.option("--threads", default=2, show_default=True, help="CPU threads for torch.")
+@click.option("--threads", type=THREADS, default=2, show_default=True, help="CPU threads for torch.")
 def experiment_cmd(config: Path, out: Path | None, list_only: bool, threads: int) -> None:
     """Run the study in CONFIG.yaml: every protocol x detector x setting x category cell, resumably."""
     import torch
@@ -41,8 +45,7 @@ def experiment_cmd(config: Path, out: Path | None, list_only: bool, threads: int
     from oddspot.experiments.config import load_config
     from oddspot.experiments.runner import cell_status, run_experiment
 
-    if threads < 1:
-        raise OddspotError(f"--threads {threads}: use at least 1")
+    check_out(out, config)
     torch.set_num_threads(threads)
     cfg = load_config(config, out)
     if list_only:
@@ -50,6 +53,8 @@ def experiment_cmd(config: Path, out: Path | None, list_only: bool, threads: int
             click.echo(f"{status:8s} {cell.cell_id}")
         return
     summary = run_experiment(cfg, echo=click.echo)
+    if summary["failed"] and not summary["ok"]:
+        raise OddspotError(f"all {summary['failed']} cells failed; see the error.txt of each under {cfg.out / 'cells'}")
     click.echo(f"{summary['ok']} cells ok ({summary['skipped']} already done), {summary['failed']} failed "
                f"-> {summary['results_md']}")
 

@@ -48,24 +48,52 @@ def make_manifest(refs: dict[str, list[SampleRef]], root: Path, protocol: str, s
     return {"manifest_version": MANIFEST_VERSION, "protocol": protocol, "seed": seed, **split}
 
 
+def read_manifest(path: Path, refs: dict[str, list[SampleRef]], root: Path, protocol: str) -> dict[str, Any]:
+    """The manifest at `path`, checked: its protocol is `protocol`, and it names only files of `refs`."""
+    manifest = read_json(path, "delete it to regenerate the split")
+    if manifest.get("protocol") != protocol:
+        raise OddspotError(
+            f"{path}: manifest is for --split {manifest.get('protocol')}, not {protocol}; "
+            "use the same --split or another --out folder"
+        )
+    for part in ("train", "validation", "test"):
+        keys = manifest.get(part)
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise OddspotError(f"{path}: field {part} must be a list of file names; delete it to regenerate the split")
+    known = {r.key(root) for part in refs.values() for r in part}
+    missing = [k for part in ("train", "validation", "test") for k in manifest[part] if k not in known]
+    if missing:
+        raise OddspotError(f"{path}: manifest lists {len(missing)} files absent from {root} (first: {missing[0]})")
+    return manifest
+
+
 def load_or_create_manifest(path: Path, refs: dict[str, list[SampleRef]], root: Path, protocol: str,
                             seed: int = 0) -> dict[str, Any]:
     """Reuse the manifest at `path` if it exists (checking its protocol), else create and write it."""
     if path.exists():
-        manifest = read_json(path, "delete it to regenerate the split")
-        if manifest.get("protocol") != protocol:
-            raise OddspotError(
-                f"{path}: manifest is for --split {manifest.get('protocol')}, not {protocol}; "
-                "use the same --split or another --out folder"
-            )
-        known = {r.key(root) for part in refs.values() for r in part}
-        missing = [k for part in ("train", "validation", "test") for k in manifest[part] if k not in known]
-        if missing:
-            raise OddspotError(f"{path}: manifest lists {len(missing)} files absent from {root} (first: {missing[0]})")
-        return manifest
+        return read_manifest(path, refs, root, protocol)
     manifest = make_manifest(refs, root, protocol, seed)
     write_json(path, manifest)
     return manifest
+
+
+def fit_manifest(existing: Path, refs: dict[str, list[SampleRef]], root: Path, protocol: str, seed: int = 0,
+                 new_split: bool = False) -> tuple[dict[str, Any], str]:
+    """The split of a fit into a folder that may already hold one at `existing`, and what was done:
+    "drawn" (there was none), "reused" (same protocol and, for a seeded protocol, the same seed) or
+    "redrawn" (`new_split`). Any other existing split is a one-line error: a refit never silently
+    reuses a split drawn with another seed, nor silently replaces it. Nothing is written here."""
+    if not existing.exists():
+        return make_manifest(refs, root, protocol, seed), "drawn"
+    if new_split:
+        return make_manifest(refs, root, protocol, seed), "redrawn"
+    manifest = read_json(existing, "pass --new-split to draw a new split, or fit into a new --out folder")
+    old = (manifest.get("protocol"), manifest.get("seed"))
+    if old[0] != protocol or (protocol != "standard" and (isinstance(old[1], bool) or old[1] != seed)):
+        raise OddspotError(f"{existing}: the split there was drawn with --split {old[0]} --seed {old[1]}, not "
+                           f"--split {protocol} --seed {seed}; pass --new-split to draw a new one, or fit into a "
+                           "new --out folder")
+    return read_manifest(existing, refs, root, protocol), "reused"
 
 
 def select(refs: dict[str, list[SampleRef]], root: Path, keys: list[str]) -> list[SampleRef]:

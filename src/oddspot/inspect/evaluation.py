@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from oddspot.data.image_io import max_pixels
 from oddspot.data.mvtec import SampleRef
 from oddspot.errors import OddspotError
-from oddspot.files import write_json
+from oddspot.files import staged_output, write_json
 from oddspot.inspect.layout import batched, split_test_refs
 from oddspot.metrics import InspectionEvaluator
 from oddspot.records.evaluation import CURVES_FILE, SCORES_FILE, write_csv, write_metrics
@@ -27,6 +28,7 @@ from oddspot.runs.registry import load_model
 GALLERY_PER_GROUP = 12
 
 
+@staged_output("out", inputs=("run", "data"))
 def evaluate(run: str | Path, data: str | Path, category: str, out: str | Path, split: str | None = None,
              bootstrap: int = 1000, seed: int = 0, batch: int = 32, gallery: int = GALLERY_PER_GROUP,
              warn: Callable[[str], Any] = print, device: str | None = None) -> dict[str, Any]:
@@ -63,7 +65,8 @@ def evaluate(run: str | Path, data: str | Path, category: str, out: str | Path, 
     if model.kind == "cascade":
         metrics["cascade"] = {"localizer_call_rate": called / len(test), "thresholds": model.state.get("thresholds")}
     metrics["run"] = {"category": category, "model_kind": model.kind, "split": protocol, "n_test": len(test),
-                      "seed": seed, "bootstrap_seed": seed, "predict_seconds": round(seconds, 3), "model": str(run)}
+                      "seed": seed, "bootstrap_seed": seed, "predict_seconds": round(seconds, 3), "model": str(run),
+                      "max_pixels": max_pixels()}
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / CURVES_FILE, evaluator.curves())
     header = ["path", "label", "defect_type", "score"] + (["normalized", "anomalous"] if cal is not None else [])

@@ -19,10 +19,10 @@ from oddspot import __version__
 from oddspot.calibration import Calibration, calibrate
 from oddspot.data.mvtec import SampleRef, category_root, read_mvtec
 from oddspot.data.sample import Sample
-from oddspot.data.splits import load_or_create_manifest, select
+from oddspot.data.splits import fit_manifest, load_or_create_manifest, select
 from oddspot.data.synthetic import synthesize_anomaly
 from oddspot.detectors.base import Detector
-from oddspot.files import write_json
+from oddspot.files import staged_folder, write_json
 from oddspot.inspect.layout import RUN_FILE, SPLIT_FILE, build_detector, display_max, load_images, read_run_info
 from oddspot.runs.registry import load_model
 
@@ -31,32 +31,37 @@ def fit(data: str | Path, category: str, out: str | Path, model: str = "patchcor
         options: dict[str, Any] | None = None, split: str = "validation", seed: int = 0,
         calibration: str = "auto", quantile: float = 0.995, threshold: float | None = None,
         pixel_threshold: float | None = None, device: str | None = None,
-        source: str = "model options") -> dict[str, Any]:
+        source: str = "model options", new_split: bool = False) -> dict[str, Any]:
     """Fit `model` on the train split of DATA/CATEGORY, calibrate it on the validation split, and
     save the model (with its calibration), the split manifest and run.json in `out`.
 
     `options` are the model's options (read strictly; errors name `source`); `seed` drives the
-    split, the model and synthetic defects. Returns the facts written to run.json.
+    split, the model and synthetic defects. `out` is replaced as a whole (`files.staged_folder`):
+    a failed or interrupted fit leaves the earlier run as it was. A split.json already in `out` is
+    reused when its protocol and seed match, redrawn with `new_split`, and an error otherwise
+    (`data.splits.fit_manifest`). Returns the facts written to run.json (`split_origin`: drawn,
+    reused or redrawn).
     """
     data, out = Path(data), Path(out)
     detector = build_detector(model, options, seed, device, source)
     root = category_root(data, category)
     refs = read_mvtec(data, category)
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = load_or_create_manifest(out / SPLIT_FILE, refs, root, split, seed)
-    train = select(refs, root, manifest["train"])
-    t0 = time.perf_counter()
-    detector.fit(load_images(train))
-    seconds = time.perf_counter() - t0
-    validation = select(refs, root, manifest["validation"])
-    cal = calibrate_model(detector, [r.load() for r in validation], calibration, quantile, threshold,
-                          pixel_threshold, seed, fallback_normal=train[:16])
-    detector.save(out)
-    info = {"oddspot_version": __version__, "data": str(data), "category": category, "model": model,
-            "split": split, "seed": seed, "n_train": len(train), "n_validation": len(validation),
-            "calibration": cal.strategy if cal is not None else None, "fit_seconds": round(seconds, 3),
-            "device": str(detector.backbone.device)}
-    write_json(out / RUN_FILE, info)
+    with staged_folder(out, inputs=(data,)) as stage:
+        manifest, origin = fit_manifest(out / SPLIT_FILE, refs, root, split, seed, new_split)
+        write_json(stage / SPLIT_FILE, manifest)
+        train = select(refs, root, manifest["train"])
+        t0 = time.perf_counter()
+        detector.fit(load_images(train))
+        seconds = time.perf_counter() - t0
+        validation = select(refs, root, manifest["validation"])
+        cal = calibrate_model(detector, [r.load() for r in validation], calibration, quantile, threshold,
+                              pixel_threshold, seed, fallback_normal=train[:16])
+        detector.save(stage)
+        info = {"oddspot_version": __version__, "data": str(data), "category": category, "model": model,
+                "split": split, "seed": seed, "split_origin": origin, "n_train": len(train),
+                "n_validation": len(validation), "calibration": cal.strategy if cal is not None else None,
+                "fit_seconds": round(seconds, 3), "device": str(detector.backbone.device)}
+        write_json(stage / RUN_FILE, info)
     return info
 
 
@@ -106,17 +111,18 @@ def recalibrate(run: str | Path, data: str | Path, category: str, out_run: str |
     (the run's own split manifest is reused, so the same files play the same roles)."""
     run, data, out_run = Path(run), Path(data), Path(out_run)
     detector = load_model(run, "inspect", device=device)
-    if out_run.resolve() != run.resolve():
-        shutil.copytree(run, out_run, dirs_exist_ok=True)
     root = category_root(data, category)
     refs = read_mvtec(data, category)
     info = read_run_info(run)
-    manifest = load_or_create_manifest(out_run / SPLIT_FILE, refs, root, info.get("split", "validation"), seed)
-    validation = [r.load() for r in select(refs, root, manifest["validation"])]
-    train = select(refs, root, manifest["train"])[:16]
-    cal = calibrate_model(detector, validation, strategy, quantile, threshold, pixel_threshold, seed, train)
-    detector.save(out_run)
-    if info:
-        write_json(out_run / RUN_FILE, {**info, "calibration": cal.strategy if cal is not None else None,
-                                        "calibration_data": str(data)})
+    apart = out_run.resolve() != run.resolve()
+    with staged_folder(out_run, inputs=(data, run) if apart else (data,)) as stage:  # in place: `run` replaced whole
+        shutil.copytree(run, stage, dirs_exist_ok=True)
+        manifest = load_or_create_manifest(stage / SPLIT_FILE, refs, root, info.get("split", "validation"), seed)
+        validation = [r.load() for r in select(refs, root, manifest["validation"])]
+        train = select(refs, root, manifest["train"])[:16]
+        cal = calibrate_model(detector, validation, strategy, quantile, threshold, pixel_threshold, seed, train)
+        detector.save(stage)
+        if info:
+            write_json(stage / RUN_FILE, {**info, "calibration": cal.strategy if cal is not None else None,
+                                          "calibration_data": str(data)})
     return cal

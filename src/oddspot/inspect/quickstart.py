@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from oddspot.data.demo_dataset import TEXTURES, build_demo_dataset
+from oddspot.files import claim_folder, staged_output
 from oddspot.inspect.evaluation import GALLERY_PER_GROUP, evaluate
 from oddspot.inspect.fitting import fit
 from oddspot.inspect.scoring import predict
@@ -23,6 +24,7 @@ from oddspot.records.evaluation import write_metrics
 DATASET_FILE = "dataset.json"
 
 
+@staged_output("out")
 def data(out: str | Path, seed: int = 0, categories: tuple[str, ...] = TEXTURES, **dataset_options: Any) -> Path:
     """Write the demo's texture dataset (MVTec AD layout, one category per photo) under `out`."""
     return build_demo_dataset(out, categories, seed=seed, **dataset_options)
@@ -34,7 +36,7 @@ def demo(out: str | Path = "runs/demo", seed: int = 0, categories: tuple[str, ..
     """Build the texture dataset (unless present), fit and evaluate PatchCore per category, write
     heatmaps and the summary `out/metrics.json`, print the table; returns the summary."""
     console = console or Console()
-    out = Path(out)
+    out = claim_folder(out)  # filled step by step: the dataset is reused, each sub-folder committed whole
     folder = out / "data"
     if not (folder / DATASET_FILE).exists():
         console.print(f"building demo dataset in {folder} ...")

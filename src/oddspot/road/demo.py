@@ -15,6 +15,7 @@ from typing import Any
 
 from oddspot import __version__
 from oddspot.data.toy_streets import ToyStreetConfig, generate_toy_streets
+from oddspot.files import claim_folder
 from oddspot.records.evaluation import write_metrics
 from oddspot.road.augment import AugmentConfig
 from oddspot.road.estimator import RoadConfig, RoadModel
@@ -46,7 +47,7 @@ def run_road_demo(out_dir: Path, seed: int = 0, quiet: bool = False, device: str
     from rich.table import Table
 
     console = Console(stderr=False, quiet=quiet)
-    out_dir = Path(out_dir)
+    out_dir = claim_folder(out_dir)  # filled step by step: data and model reused, an interrupted fit resumed
     t0 = time.perf_counter()
     data = out_dir / "data"
     run = out_dir / "run"

@@ -29,9 +29,10 @@ import numpy as np
 import torch
 
 from oddspot import __version__
+from oddspot.data.image_io import max_pixels
 from oddspot.data.streethazards import ANOMALY_CLASS, CLASS_NAMES, IGNORE_INDEX, load_split
 from oddspot.errors import OddspotError
-from oddspot.files import write_json, write_png
+from oddspot.files import staged_output, write_json, write_png
 from oddspot.progress import track
 from oddspot.records.evaluation import CURVES_FILE, SCORES_FILE, write_csv, write_metrics
 from oddspot.road.estimator import RoadModel
@@ -68,6 +69,7 @@ def _curve(curves: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, list
                    for k, v in c.items()} for kind, c in curves.items()}
 
 
+@staged_output("out_dir", inputs=("data", "run"))
 def evaluate(model: RoadModel, data: str | Path, out_dir: str | Path | None = None, batch_size: int = 8,
              scores: tuple[str, ...] = SCORE_NAMES, offsets: tuple[float, ...] = DEFAULT_OFFSETS, panels: int = 4,
              run: str | Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -203,6 +205,7 @@ def evaluate(model: RoadModel, data: str | Path, out_dir: str | Path | None = No
                    "model_seconds": round(t_model, 3), "metric_seconds": round(t_metrics, 3),
                    "score_pixels_per_second": n_pixels * len(scores) / max(t_metrics, 1e-9)},
         "skipped_files": skipped,
+        "max_pixels": max_pixels(),
         "device": str(model.device),
     }
     if out is not None:

@@ -25,7 +25,7 @@ from safetensors.numpy import save as st_save
 
 from oddspot import __version__
 from oddspot.errors import OddspotError
-from oddspot.files import atomic_write_bytes, read_json, write_json
+from oddspot.files import atomic_write_bytes, read_json, recover_folder, write_json
 
 FORMAT_VERSION = 2
 MODEL_FILE = "model.json"
@@ -106,6 +106,8 @@ def read_model_json(folder: str | Path) -> dict[str, Any]:
     """model.json of a run folder, checked for its format and the types of its top-level fields."""
     folder = Path(folder)
     path = folder / MODEL_FILE
+    if not folder.is_dir():
+        recover_folder(folder)  # a commit of this folder may have been interrupted (oddspot.files)
     if not folder.is_dir():
         raise OddspotError(f"{folder}: no such run folder; pass a folder written by `oddspot <task> fit`")
     if not path.is_file():

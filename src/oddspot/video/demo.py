@@ -11,7 +11,7 @@ from rich.table import Table
 
 from oddspot.data.synthetic_video import EVENT_TYPES, generate_video_dataset
 from oddspot.errors import OddspotError
-from oddspot.files import read_json
+from oddspot.files import claim_folder, read_json
 from oddspot.records.evaluation import write_metrics
 from oddspot.video.autoencoder import AutoencoderConfig, FrameAutoencoder
 from oddspot.video.base import VideoDetector
@@ -51,7 +51,7 @@ def run_video_demo(out_dir: str | Path, seed: int = 0, console: Console | None =
     (`"summary": true`, task "video") whose evaluations live in those sub-folders.
     """
     console = console or Console()
-    out_dir = Path(out_dir)
+    out_dir = claim_folder(out_dir)  # filled step by step; the demo videos are reused
     started = time.perf_counter()
     data_root = out_dir / "data"
     summary = _dataset(data_root, seed)
