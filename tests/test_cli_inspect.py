@@ -120,7 +120,7 @@ def _bad_input_cases(tiny_mvtec: Path, run: Path, tmp: Path):
         "bad config value": (["inspect", "fit", tiny_mvtec, "-c", "brick", "-o", tmp / "r7", "--config", tmp / "range.yaml"],
                              "range.yaml: coreset_ratio"),
         "unknown model": (["inspect", "fit", tiny_mvtec, "-c", "brick", "-o", tmp / "r8", "--model", "knn"], "knn"),
-        "not a run": (["predict", tmp, tiny_mvtec, "-o", tmp / "p"], "model.json"),
+        "not a run": (["predict", empty, tiny_mvtec, "-o", tmp / "p"], "model.json"),
     }
 
 
@@ -128,12 +128,11 @@ def test_bad_inputs_give_one_line_error_and_exit_2(tiny_mvtec, fitted_run, tmp_p
     (tmp_path / "bad.yaml").write_text("corset_ratio: 0.1\n")
     (tmp_path / "range.yaml").write_text("coreset_ratio: 2.0\n")
     for name, (args, needle) in _bad_input_cases(tiny_mvtec, fitted_run, tmp_path).items():
-        proc = subprocess.run([sys.executable, "-m", "oddspot", *map(str, args)], capture_output=True, text=True)
-        assert proc.returncode == 2, (name, proc.stdout, proc.stderr)
-        assert "Traceback" not in proc.stderr, name
-        assert needle in proc.stderr, (name, proc.stderr)
-        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-        assert len(lines) <= 3, (name, proc.stderr)
+        res = run_cli(*args)
+        assert res.exit_code == 2, (name, res.output)
+        lines = res.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (name, res.stderr)
+        assert needle in lines[0], (name, res.stderr)
 
 
 def test_every_verb_has_help_and_the_common_options():

@@ -176,7 +176,9 @@ def test_predict_and_cli(run, toy, tmp_path):
     res = runner.invoke(cli, ["road", "predict", str(run), str(images[1]), "--out", str(tmp_path / "p3"),
                               "--save-score", "nonsense", "--threads", "1"])
     assert res.exit_code == 2 and "nonsense" in res.output
-    res = runner.invoke(cli, ["road", "evaluate", str(run), str(tmp_path), "--out", str(tmp_path / "e"), "--threads", "1"])
+    (tmp_path / "flat").mkdir()
+    res = runner.invoke(cli, ["road", "evaluate", str(run), str(tmp_path / "flat"), "--out", str(tmp_path / "e"),
+                              "--threads", "1"])
     assert res.exit_code == 2 and "StreetHazards layout" in res.output
     res = runner.invoke(cli, ["road", "fit", str(toy), "--out", str(tmp_path / "r"), "--num-classes", "19", "--threads", "1"])
     assert res.exit_code == 2 and "19 classes, but 13 expected" in res.output

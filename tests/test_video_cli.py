@@ -112,14 +112,16 @@ def test_errors_are_one_line(tmp_path):
         assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:"), r.output
         assert all(n in lines[0] for n in needles), lines[0]
 
+    data = tmp_path / "data"
+    data.mkdir()
     one_line(["video", "fit", str(tmp_path / "missing"), "--out", str(tmp_path / "run")], "missing")
-    one_line(["video", "evaluate", str(tmp_path / "norun"), str(tmp_path), "--out", str(tmp_path / "o")], "norun")
-    one_line(["video", "predict", str(tmp_path / "norun"), str(tmp_path), "--out", str(tmp_path / "o")], "norun")
-    (tmp_path / "training" / "frames").mkdir(parents=True)
-    one_line(["video", "fit", str(tmp_path), "--out", str(tmp_path / "run"), "--size", "big"], "HEIGHTxWIDTH")
-    one_line(["video", "fit", str(tmp_path), "--out", str(tmp_path / "run"), "--epochs", "2"], "--epochs", "autoencoder")
+    one_line(["video", "evaluate", str(tmp_path / "norun"), str(data), "--out", str(tmp_path / "o")], "norun")
+    one_line(["video", "predict", str(tmp_path / "norun"), str(data), "--out", str(tmp_path / "o")], "norun")
+    (data / "training" / "frames").mkdir(parents=True)
+    one_line(["video", "fit", str(data), "--out", str(tmp_path / "run"), "--size", "big"], "HEIGHTxWIDTH")
+    one_line(["video", "fit", str(data), "--out", str(tmp_path / "run"), "--epochs", "2"], "--epochs", "autoencoder")
     (tmp_path / "bad.yaml").write_text("coreset: 0.1\n")
-    one_line(["video", "fit", str(tmp_path), "--out", str(tmp_path / "run"), "--config", str(tmp_path / "bad.yaml")],
+    one_line(["video", "fit", str(data), "--out", str(tmp_path / "run"), "--config", str(tmp_path / "bad.yaml")],
              "bad.yaml", "coreset")
-    one_line(["video", "fit", str(tmp_path), "--out", str(tmp_path / "run"), "--holdout-fraction", "1.5"], "holdout_fraction")
-    one_line(["video", "data", "--out", str(tmp_path / "d"), "--frames", "10"], "num_frames")
+    one_line(["video", "fit", str(data), "--out", str(tmp_path / "run"), "--holdout-fraction", "1.5"], "--holdout-fraction")
+    one_line(["video", "data", "--out", str(tmp_path / "d"), "--frames", "10"], "--frames")

@@ -22,8 +22,9 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _convert(value: Any, tp: Any, where: str) -> Any:
-    """`value` checked against the annotation `tp` (and converted: list -> tuple, int -> float)."""
+def _convert(value: Any, tp: Any, where: str, complete: bool = False) -> Any:
+    """`value` checked against the annotation `tp` (and converted: list -> tuple, int -> float);
+    nested configs must hold every field when `complete`."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if tp is Any:
@@ -36,7 +37,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _convert(value, arg, where)
+                return _convert(value, arg, where, complete)
             except OddspotError as exc:
                 errors.append(str(exc))
         raise OddspotError(errors[0] if len(errors) == 1 else
@@ -63,16 +64,16 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise OddspotError(f"{where}: expected a list, got {value!r}")
         if args and args[-1] is Ellipsis:
-            return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+            return tuple(_convert(v, args[0], f"{where}[{i}]", complete) for i, v in enumerate(value))
         if args:
             if len(value) != len(args):
                 raise OddspotError(f"{where}: expected {len(args)} values, got {len(value)}")
-            return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(_convert(v, a, f"{where}[{i}]", complete) for i, (v, a) in enumerate(zip(value, args)))
         return tuple(value)
     if origin is list or tp is list:
         if not isinstance(value, (list, tuple)):
             raise OddspotError(f"{where}: expected a list, got {value!r}")
-        return [_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else list(value)
+        return [_convert(v, args[0], f"{where}[{i}]", complete) for i, v in enumerate(value)] if args else list(value)
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise OddspotError(f"{where}: expected a mapping, got {value!r}")
@@ -82,17 +83,19 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             return value
         if not isinstance(value, dict):
             raise OddspotError(f"{where}: expected a mapping, got {value!r}")
-        return from_mapping(tp, value, where)
+        return from_mapping(tp, value, where, complete)
     if isinstance(tp, type) and isinstance(value, tp):
         return value
     raise OddspotError(f"{where}: cannot check a value of type {_type_name(tp)}")
 
 
-def from_mapping(cls: type[C], values: Any, source: str) -> C:
+def from_mapping(cls: type[C], values: Any, source: str, complete: bool = False) -> C:
     """Build the config dataclass `cls` from `values`, strictly.
 
     `source` names where the values came from (a file, an option group) and starts every error.
     Errors raised by the config's own `__post_init__` range checks are prefixed with it too.
+    With `complete` (a config saved with a model), every field must be present: a missing one
+    would silently take its default, which need not be the value the model was fitted with.
     """
     if not isinstance(values, dict):
         raise OddspotError(f"{source}: expected a mapping of option: value, got {type(values).__name__}")
@@ -104,9 +107,11 @@ def from_mapping(cls: type[C], values: Any, source: str) -> C:
     converted = {}
     for name, f in known.items():
         if name in values:
-            converted[name] = _convert(values[name], hints[name], f"{source}: {name}")
+            converted[name] = _convert(values[name], hints[name], f"{source}: {name}", complete)
         elif f.default is MISSING and f.default_factory is MISSING:  # type: ignore[misc]
             raise OddspotError(f"{source}: option {name} missing")
+        elif complete:
+            raise OddspotError(f"{source}: option {name} missing; a saved config holds every option, refit the model")
     try:
         return cls(**converted)
     except OddspotError as exc:

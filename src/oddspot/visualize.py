@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from matplotlib import colormaps
 
+OVERLAY_BLOCK = 1 << 20  # pixels blended at a time
+
 
 def heatmap_overlay(image: np.ndarray, anomaly_map: np.ndarray, display_max: float | None = None,
                     alpha: float = 0.5) -> np.ndarray:
@@ -14,7 +16,11 @@ def heatmap_overlay(image: np.ndarray, anomaly_map: np.ndarray, display_max: flo
     score has the same colour in every image; without it the map's own maximum is used.
     """
     top = display_max if display_max else float(anomaly_map.max()) or 1.0
-    norm = np.clip(anomaly_map / top, 0.0, 1.0)
-    colours = (colormaps["jet"](norm)[..., :3] * 255.0).astype(np.float32)
-    out = image.astype(np.float32) * (1 - alpha) + colours * alpha
-    return np.clip(out, 0, 255).astype(np.uint8)
+    out = np.empty(image.shape, np.uint8)
+    step = max(1, OVERLAY_BLOCK // max(1, image.shape[1]))  # rows at a time: memory of a block, not of the image
+    for r in range(0, image.shape[0], step):
+        norm = np.clip(anomaly_map[r:r + step] / top, 0.0, 1.0)
+        colours = (colormaps["jet"](norm)[..., :3] * 255.0).astype(np.float32)
+        blend = image[r:r + step].astype(np.float32) * (1 - alpha) + colours * alpha
+        out[r:r + step] = np.clip(blend, 0, 255).astype(np.uint8)
+    return out

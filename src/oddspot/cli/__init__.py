@@ -19,6 +19,7 @@ import click
 
 from oddspot import __version__
 from oddspot.errors import OddspotError
+from oddspot.files import safe_text
 
 
 class OddspotGroup(click.Group):
@@ -32,7 +33,7 @@ class OddspotGroup(click.Group):
         try:
             return super().invoke(ctx)
         except OddspotError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {safe_text(str(exc))}", err=True)
             sys.exit(2)
 
     def main(self, *args, **kwargs):  # type: ignore[override]
@@ -41,6 +42,9 @@ class OddspotGroup(click.Group):
         try:
             rc = super().main(*args, **{**kwargs, "standalone_mode": False})
         except click.UsageError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx is not None:  # `oddspot road` alone: its help
+                click.echo(exc.ctx.get_help())
+                sys.exit(0)
             where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
             click.echo(f"error: {exc.format_message()}{where}", err=True)
             sys.exit(2)

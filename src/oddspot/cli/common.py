@@ -11,15 +11,52 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from oddspot.data.image_io import DEFAULT_MAX_PIXELS, MAX_PIXELS_LIMIT, pixel_budget
 from oddspot.errors import OddspotError
+from oddspot.paths import check_out as _check_out
 
 DEVICES = ("auto", "cpu", "cuda")
+SEED = click.IntRange(0, 2**32 - 1)
+THREADS = click.IntRange(1, 1024)
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option in a range that also refuses nan and inf (click's FloatRange lets nan through)."""
+
+    name = "float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+def check_out(out: Path | None, *inputs: Path | str | None) -> None:
+    """Refuse an `--out` that is a file, an input, inside an input folder or holding an input (one line)."""
+    _check_out(out, inputs)
+
+
+def max_pixels_option(fn: Callable) -> Callable:
+    """Add `--max-pixels N`: every image, frame and mask the verb reads is held to N pixels (from its header)."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, max_pixels: int, **kwargs: Any) -> Any:
+        with pixel_budget(max_pixels):
+            return fn(*args, **kwargs)
+
+    return click.option("--max-pixels", type=click.IntRange(1, MAX_PIXELS_LIMIT), default=DEFAULT_MAX_PIXELS,
+                        show_default=True,
+                        help="Pixel budget per image, frame and mask, checked from the file header before "
+                             "decoding; a larger file is skipped and listed in errors.csv.")(run)
 
 
 def read_yaml_mapping(path: Path, what: str = "--config") -> dict[str, Any]:
@@ -61,9 +98,9 @@ def common_options(out_help: str, out_required: bool = True, config: str = "verb
     def wrap(fn: Callable) -> Callable:
         fn = click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
                           help="Where networks run: auto uses a GPU when there is one.")(fn)
-        fn = click.option("--threads", type=click.IntRange(1, 1024), default=2, show_default=True,
+        fn = click.option("--threads", type=THREADS, default=2, show_default=True,
                           help="CPU threads for torch and numpy kernels.")(fn)
-        fn = click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help=seed_help)(fn)
+        fn = click.option("--seed", type=SEED, default=0, show_default=True, help=seed_help)(fn)
         if config == "model":
             fn = click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), default=None,
                               help="YAML file of model options (a flat mapping; unknown keys are an error).")(fn)
@@ -71,8 +108,9 @@ def common_options(out_help: str, out_required: bool = True, config: str = "verb
             fn = click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), default=None,
                               is_eager=True, expose_value=True, callback=_verb_defaults,
                               help="YAML file of values for this verb's options (unknown keys are an error).")(fn)
-        fn = click.option("--out", "-o", "out", required=out_required, type=click.Path(path_type=Path),
-                          default=None, help=out_help)(fn)
+        # No explicit default on a required --out: click >= 8.3 treats `default=None` as a given value.
+        fn = click.option("--out", "-o", "out", required=out_required, type=click.Path(file_okay=False, path_type=Path),
+                          help=out_help)(fn)
         return fn
 
     return wrap

@@ -26,6 +26,11 @@ def shift_cmd(data: Path, out: Path, severity: str, only: str | None, seed: int)
     check_out(out, data)
     with staged_folder(out, (data,)) as stage:  # an earlier shifted copy in --out is replaced whole
         manifest = shift_dataset(data, stage, severity, only, seed, warn=lambda m: click.echo(m, err=True))
+    if manifest["errors"] and not manifest["images"]:
+        from oddspot.errors import OddspotError
+
+        raise OddspotError(f"none of the {len(manifest['errors'])} images could be shifted; they are listed under "
+                           f"errors in {out / MANIFEST_FILE}")
     tail = f", {len(manifest['errors'])} skipped" if manifest["errors"] else ""
     click.echo(f"shifted {len(manifest['images'])} images ({severity}{', only ' + only if only else ''}){tail} "
                f"-> {out} (parameters in {out / MANIFEST_FILE})")

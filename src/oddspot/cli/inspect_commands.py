@@ -6,14 +6,24 @@ top level too.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from oddspot.calibration import STRATEGIES
-from oddspot.cli.common import apply_runtime, common_options, echo_err, read_yaml_mapping
+from oddspot.cli.common import (
+    FiniteFloat,
+    apply_runtime,
+    check_out,
+    common_options,
+    echo_err,
+    max_pixels_option,
+    read_yaml_mapping,
+)
 from oddspot.data.demo_dataset import TEXTURES
 from oddspot.data.splits import PROTOCOLS
+from oddspot.errors import OddspotError
 from oddspot.runs.registry import kinds
 
 SPLIT_HELP = ("validation: train on 80% of train/good, validate on the rest + 30% of the defects, test on "
@@ -30,26 +40,35 @@ DEMO_OUT = Path("runs/demo")
 @click.option("--calibration", type=click.Choice(STRATEGIES), default="auto", show_default=True,
               help="Threshold strategy on the validation split: f1 (needs defects), synthetic (generated "
                    "defects), quantile (of normal scores), fixed (--threshold); auto = f1 if validation has defects, else synthetic.")
-@click.option("--quantile", type=click.FloatRange(0.5, 1.0, min_open=True, max_open=True), default=0.995,
+@click.option("--quantile", type=FiniteFloat(0.5, 1.0, min_open=True, max_open=True), default=0.995,
               show_default=True, help="Quantile of normal validation scores for --calibration quantile.")
-@click.option("--threshold", type=float, default=None, help="Image threshold for --calibration fixed.")
-@click.option("--pixel-threshold", type=float, default=None, help="Pixel threshold for --calibration fixed.")
-@common_options("Run folder to write the model to.", config="model",
+@click.option("--threshold", type=FiniteFloat(-1e30, 1e30), default=None, help="Image threshold for --calibration fixed.")
+@click.option("--pixel-threshold", type=FiniteFloat(-1e30, 1e30), default=None,
+              help="Pixel threshold for --calibration fixed.")
+@click.option("--new-split", is_flag=True,
+              help="Draw a new split with --seed even if --out holds one (by default an existing split.json is "
+                   "reused when its --split and --seed match, and is an error otherwise).")
+@common_options("Run folder to write the model to (replaced as a whole when the fit succeeds).", config="model",
                 seed_help="Seed of the split, the model and synthetic defects (recorded in run.json).")
 def fit_cmd(data: Path, category: str, model: str, split: str, calibration: str, quantile: float,
-            threshold: float | None, pixel_threshold: float | None, out: Path, config: Path | None, seed: int,
-            threads: int, device: str) -> None:
+            threshold: float | None, pixel_threshold: float | None, new_split: bool, out: Path, config: Path | None,
+            seed: int, threads: int, device: str) -> None:
     """Fit a detector on the normal training images of DATA/CATEGORY and calibrate it on validation.
 
     The calibration (thresholds, normalization) is saved inside the model (model.json).
     """
     from oddspot import inspect
 
+    check_out(out, data)
     where = apply_runtime(threads, device)
     options = read_yaml_mapping(config) if config is not None else {}
     info = inspect.fit(data, category, out, model, options, split, seed, calibration, quantile, threshold,
-                       pixel_threshold, device=where, source=str(config) if config is not None else "model options")
+                       pixel_threshold, device=where, source=str(config) if config is not None else "model options",
+                       new_split=new_split)
     cal = f", calibrated ({info['calibration']})" if info["calibration"] else ", not calibrated (no validation split)"
+    origin = {"drawn": "drew the split", "reused": "reused the split in --out",
+              "redrawn": "drew a new split (--new-split)"}[info["split_origin"]]
+    click.echo(f"{origin} ({split}, seed {seed})")
     click.echo(f"fitted {model} on {info['n_train']} images of {category} in {info['fit_seconds']:.1f} s{cal} -> {out}")
 
 
@@ -60,6 +79,7 @@ def fit_cmd(data: Path, category: str, model: str, split: str, calibration: str,
 @click.option("--batch", type=click.IntRange(1, 1024), default=16, show_default=True, help="Images decoded and scored at a time.")
 @common_options("Folder for scores.csv, heatmaps/ and masks/.",
                 seed_help="Seed of every random choice (predict makes none; accepted on every verb).")
+@max_pixels_option
 def predict_cmd(run: Path, inputs: tuple[Path, ...], save_maps: bool, batch: int, out: Path, config: Path | None,
                 seed: int, threads: int, device: str) -> None:
     """Score images (files, or folders searched recursively) with a fitted RUN.
@@ -68,8 +88,11 @@ def predict_cmd(run: Path, inputs: tuple[Path, ...], save_maps: bool, batch: int
     """
     from oddspot import inspect
 
+    check_out(out, run, *inputs)
     where = apply_runtime(threads, device)
     result = inspect.predict(run, inputs, out, save_maps, batch, warn=echo_err, device=where)
+    if not result["scored"]:
+        raise OddspotError(f"none of the {result['skipped']} images could be read; they are listed in {out / 'errors.csv'}")
     tail = f", {result['skipped']} skipped (see {out / 'errors.csv'})" if result["skipped"] else ""
     click.echo(f"scored {result['scored']} images{tail} -> {out / 'scores.csv'}")
 
@@ -86,11 +109,13 @@ def predict_cmd(run: Path, inputs: tuple[Path, ...], save_maps: bool, batch: int
 @click.option("--report", is_flag=True, help="Also write a self-contained OUT/report.html.")
 @common_options("Folder for metrics.json, scores.csv, curves.json and gallery/.",
                 seed_help="Seed of the bootstrap (recorded in metrics.json).")
+@max_pixels_option
 def evaluate_cmd(run: Path, data: Path, category: str, split: str | None, bootstrap: int, gallery: int, report: bool,
                  out: Path, config: Path | None, seed: int, threads: int, device: str) -> None:
     """Evaluate a fitted RUN on the test split of DATA/CATEGORY; write the evaluation record to OUT."""
     from oddspot import inspect
 
+    check_out(out, run, data)
     where = apply_runtime(threads, device)
     m = inspect.evaluate(run, data, category, out, split, bootstrap, seed, gallery=gallery, warn=echo_err, device=where)
     if report:
@@ -102,35 +127,50 @@ def evaluate_cmd(run: Path, data: Path, category: str, split: str | None, bootst
                f"AUPRO {pixel.get('aupro', float('nan')):.4f} -> {out / 'metrics.json'}")
 
 
+def dataset_options(fn: Callable) -> Callable:
+    """The demo dataset's size options, shared by `data` and `demo` (so `demo --config` can make a tiny demo)."""
+    fn = click.option("--tile", type=click.IntRange(32, 512), default=160, show_default=True, help="Tile size in pixels.")(fn)
+    fn = click.option("--n-test-bad", type=click.IntRange(0, 10_000), default=30, show_default=True,
+                      help="Defective test tiles (with masks) per category.")(fn)
+    fn = click.option("--n-test-good", type=click.IntRange(0, 10_000), default=20, show_default=True,
+                      help="Good test tiles per category.")(fn)
+    fn = click.option("--n-train", type=click.IntRange(1, 10_000), default=60, show_default=True,
+                      help="Good training tiles per category.")(fn)
+    return click.option("--category", "-c", "categories", multiple=True, type=click.Choice(TEXTURES),
+                        help=f"Texture categories (repeatable) [default: {', '.join(TEXTURES)}].")(fn)
+
+
 @click.command("demo")
+@dataset_options
 @common_options(f"Folder for the demo data, models, heatmaps and metrics.json [default: {DEMO_OUT}].", out_required=False,
                 seed_help="Seed of the generated data and the models (recorded in metrics.json).")
-def demo_cmd(out: Path | None, config: Path | None, seed: int, threads: int, device: str) -> None:
-    """PatchCore on generated texture photos: build the data, fit, evaluate, print a table, write a report."""
+def demo_cmd(categories: tuple[str, ...], n_train: int, n_test_good: int, n_test_bad: int, tile: int, out: Path | None,
+             config: Path | None, seed: int, threads: int, device: str) -> None:
+    """PatchCore on generated texture photos: build the data, fit, evaluate, print a table, write a report.
+
+    The dataset options (also settable in --config) shrink it: e.g. one category, a few 64-px tiles.
+    """
     from oddspot import inspect
     from oddspot.report import write_report
 
     where = apply_runtime(threads, device)
     out = out if out is not None else DEMO_OUT
-    inspect.demo(out, seed=seed, device=where)
+    check_out(out)
+    inspect.demo(out, seed=seed, categories=categories or TEXTURES, device=where, n_train=n_train,
+                 n_test_good=n_test_good, n_test_bad=n_test_bad, tile=tile)
     report = write_report(out, warn=echo_err)
     click.echo(f"metrics: {out / 'metrics.json'}   heatmaps: {out / 'heatmaps'}   report: {report}")
 
 
 @click.command("data")
-@click.option("--category", "-c", "categories", multiple=True, type=click.Choice(TEXTURES),
-              help=f"Texture categories to write (repeatable) [default: {', '.join(TEXTURES)}].")
-@click.option("--n-train", type=click.IntRange(1, 10_000), default=60, show_default=True, help="Good training tiles per category.")
-@click.option("--n-test-good", type=click.IntRange(0, 10_000), default=20, show_default=True, help="Good test tiles per category.")
-@click.option("--n-test-bad", type=click.IntRange(0, 10_000), default=30, show_default=True,
-              help="Defective test tiles (with masks) per category.")
-@click.option("--tile", type=click.IntRange(32, 512), default=160, show_default=True, help="Tile size in pixels.")
+@dataset_options
 @common_options("Folder to write the dataset to (MVTec AD layout).", seed_help="Seed of the tiles and defects.")
 def data_cmd(categories: tuple[str, ...], n_train: int, n_test_good: int, n_test_bad: int, tile: int, out: Path,
              config: Path | None, seed: int, threads: int, device: str) -> None:
     """Write the demo's dataset: tiles of texture photos, with synthetic defects and their masks."""
     from oddspot import inspect
 
+    check_out(out)
     apply_runtime(threads, device)
     cats = categories or TEXTURES
     inspect.data(out, seed, cats, n_train=n_train, n_test_good=n_test_good, n_test_bad=n_test_bad, tile=tile)

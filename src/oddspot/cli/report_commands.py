@@ -9,10 +9,10 @@ import click
 
 @click.command("report")
 @click.argument("folder", type=click.Path(path_type=Path))
-@click.option("--top", default=6, show_default=True, type=int,
+@click.option("--top", default=6, show_default=True, type=click.IntRange(0, 100),
               help="Images per gallery section (worst false negatives, worst false positives, best detections), "
                    "0..100; capped by the gallery material evaluate stored.")
-@click.option("--thumb", default=None, type=int,
+@click.option("--thumb", default=None, type=click.IntRange(16, 1024),
               help="Longest side of gallery thumbnails in pixels, 16..1024; can only shrink them [default: as stored].")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None, help="Output file [default: FOLDER/report.html].")
 def report_cmd(folder: Path, top: int, thumb: int | None, out: Path | None) -> None:

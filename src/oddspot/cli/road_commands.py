@@ -8,8 +8,17 @@ from typing import Any
 
 import click
 
-from oddspot.cli.common import apply_runtime, common_options, echo_err, read_yaml_mapping
+from oddspot.cli.common import (
+    FiniteFloat,
+    apply_runtime,
+    check_out,
+    common_options,
+    echo_err,
+    max_pixels_option,
+    read_yaml_mapping,
+)
 from oddspot.errors import OddspotError
+from oddspot.files import staged_folder
 
 DEMO_OUT = Path("runs/demo-road")
 # Fit flags: option name -> (section of RoadConfig, key); section None = a top-level option.
@@ -90,27 +99,27 @@ def register(group: click.Group) -> None:
     @common_options("Run folder to write (model.json + model.safetensors, and the training state).", config="model",
                     seed_help="Seed of training and score fitting (crops, batches, pixel subsets).")
     @click.option("--resume", is_flag=True, help="Continue the interrupted fit whose training state is in --out.")
-    @click.option("--epochs", type=int, default=None, help="[default: 30]")
-    @click.option("--batch-size", type=int, default=None, help="[default: 8]")
+    @click.option("--epochs", type=click.IntRange(1, 100_000), default=None, help="[default: 30]")
+    @click.option("--batch-size", type=click.IntRange(1, 1024), default=None, help="[default: 8]")
     @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default=None, help="[default: adamw]")
-    @click.option("--lr", type=float, default=None, help="[default: 0.001]")
+    @click.option("--lr", type=FiniteFloat(0.0, 10.0, min_open=True), default=None, help="[default: 0.001]")
     @click.option("--schedule", type=click.Choice(["poly", "cosine"]), default=None, help="[default: poly]")
-    @click.option("--patience", type=int, default=None, help="Early stopping: epochs without mIoU gain [default: 5].")
+    @click.option("--patience", type=click.IntRange(0, 100_000), default=None, help="Early stopping: epochs without mIoU gain [default: 5].")
     @click.option("--crop", default=None, help="Training crop HxW, smaller when the scale needs [default: 384x384].")
     @click.option("--scale-range", default=None, help="Multi-scale crop range [default: 0.5-2.0].")
     @click.option("--freeze", default=None, help="Freeze the backbone up to this stage, or 'none' [default: stage1].")
-    @click.option("--num-classes", type=int, default=None, help="Known classes, checked against the data [default: 13].")
+    @click.option("--num-classes", type=click.IntRange(2, 254), default=None, help="Known classes, checked against the data [default: 13].")
     @click.option("--aspp-rates", default=None, help="[default: 6,12,18]")
-    @click.option("--aspp-channels", type=int, default=None, help="[default: 128]")
-    @click.option("--decoder-channels", type=int, default=None, help="[default: 128]")
+    @click.option("--aspp-channels", type=click.IntRange(1, 4096), default=None, help="[default: 128]")
+    @click.option("--decoder-channels", type=click.IntRange(1, 4096), default=None, help="[default: 128]")
     @click.option("--eval-size", default=None, help="Run the network at HxW for validation, scoring and prediction.")
-    @click.option("--max-train-images", type=int, default=None, help="Seeded subset of the training split.")
+    @click.option("--max-train-images", type=click.IntRange(1, 10**9), default=None, help="Seeded subset of the training split.")
     @click.option("--class-weighting", type=click.Choice(["sqrt_inverse", "none"]), default=None,
                   help="Cross-entropy class weights from training pixel frequencies [default: sqrt_inverse].")
     @click.option("--features", type=click.Choice(["low_level", "decoder_input", "decoder_output"]), default=None,
                   help="Decoder feature map of the Mahalanobis score [default: low_level].")
-    @click.option("--temperature", type=float, default=None, help="Energy temperature [default: 1].")
-    @click.option("--sigma", type=float, default=None, help="Fusion smoothing in pixels [default: 1].")
+    @click.option("--temperature", type=FiniteFloat(0.0, 100.0, min_open=True), default=None, help="Energy temperature [default: 1].")
+    @click.option("--sigma", type=FiniteFloat(0.0, 50.0), default=None, help="Fusion smoothing in pixels [default: 1].")
     @click.option("--score", default=None, help="Score the decisions use [default: fusion].")
     @click.pass_context
     def fit(ctx: click.Context, data: Path, out: Path, config: Path | None, seed: int, threads: int, device: str,
@@ -124,6 +133,7 @@ def register(group: click.Group) -> None:
         from oddspot.road.estimator import RoadConfig, RoadModel
         from oddspot.runs.contract import MODEL_FILE
 
+        check_out(out, data)
         dev = apply_runtime(threads, device)
         seed_given = ctx.get_parameter_source("seed") == click.core.ParameterSource.COMMANDLINE
         options, source = fit_options(config, seed, seed_given, flags)
@@ -147,6 +157,7 @@ def register(group: click.Group) -> None:
     @click.option("--save-score", "save_scores", multiple=True,
                   help="Also save this score's maps (repeatable; the decision score's are always saved).")
     @click.option("--no-panels", is_flag=True, help="Only write scores and score maps.")
+    @max_pixels_option
     def predict(run: Path, images: tuple[str, ...], out: Path, config: Path | None, seed: int, threads: int, device: str,
                 save_scores: tuple[str, ...], no_panels: bool) -> None:
         """Score IMAGES (files or folders) with the model in RUN.
@@ -158,23 +169,28 @@ def register(group: click.Group) -> None:
         from oddspot.road.estimator import RoadModel
         from oddspot.road.predict import predict as predict_images
 
+        check_out(out, run, *images)
         dev = apply_runtime(threads, device)
         model = RoadModel.load(run, device=dev)
         result = predict_images(model, images, out, save_scores=save_scores, panels=not no_panels, log=echo_err)
+        if not result["images"]:
+            raise OddspotError(f"none of the {result['errors']} images could be read; they are listed in "
+                               f"{out / 'errors.csv'}")
         flagged = ("no decisions (model without an image threshold)" if result["anomalous"] is None
                    else f"{result['anomalous']} anomalous")
-        click.echo(f"{result['score']}: {result['images']} images scored, {flagged}; {result['errors']} unreadable "
-                   f"-> {out / 'scores.csv'}")
+        failed = f"; {result['errors']} skipped (see {out / 'errors.csv'})" if result["errors"] else ""
+        click.echo(f"{result['score']}: {result['images']} images scored, {flagged}{failed} -> {out / 'scores.csv'}")
 
     @road.command("evaluate")
     @click.argument("run", type=click.Path(path_type=Path))
     @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
     @common_options("Folder for the evaluation record (metrics.json, scores.csv, curves.json, panels/).")
-    @click.option("--batch-size", type=click.IntRange(1, 4096), default=8, show_default=True,
+    @click.option("--batch-size", type=click.IntRange(1, 1024), default=8, show_default=True,
                   help="Images per batch of the validation mIoU pass.")
     @click.option("--panels", type=click.IntRange(0, 1000), default=4, show_default=True,
                   help="Prediction panels of the first test images, for the report.")
     @click.option("--report", is_flag=True, help="Also write OUT/report.html.")
+    @max_pixels_option
     def evaluate(run: Path, data: Path, out: Path, config: Path | None, seed: int, threads: int, device: str,
                  batch_size: int, panels: int, report: bool) -> None:
         """mIoU on DATA's validation split and every anomaly score over every pixel of its test split."""
@@ -186,6 +202,7 @@ def register(group: click.Group) -> None:
         from oddspot.road.evaluate import evaluate as evaluate_model
         from oddspot.road.evaluate import summary_rows
 
+        check_out(out, run, data)
         dev = apply_runtime(threads, device)
         model = RoadModel.load(run, device=dev)
         metrics = evaluate_model(model, data, out, batch_size=batch_size, panels=panels, run=run, log=echo_err)
@@ -211,33 +228,50 @@ def register(group: click.Group) -> None:
             from oddspot.report import write_report
 
             click.echo(f"report: {write_report(out, warn=echo_err)}")
+        if metrics.get("skipped_files"):
+            click.echo(f"{len(metrics['skipped_files'])} files skipped (listed under skipped_files in metrics.json)")
         click.echo(f"wrote {out / 'metrics.json'}")
 
     @road.command("demo")
     @common_options(f"Folder for the demo data, model, evaluation and report [default: {DEMO_OUT}].", out_required=False,
                     seed_help="Seed of the toy streets, training and score fitting.")
-    def demo(out: Path | None, config: Path | None, seed: int, threads: int, device: str) -> None:
-        """Generate toy streets, fit, evaluate and write the report (minutes on 2 cores)."""
+    @click.option("--n-train", type=click.IntRange(1, 100_000), default=240, show_default=True, help="Training scenes.")
+    @click.option("--n-val", type=click.IntRange(1, 100_000), default=40, show_default=True, help="Validation scenes.")
+    @click.option("--n-test", type=click.IntRange(1, 100_000), default=60, show_default=True, help="Test scenes.")
+    @click.option("--size", default="128x256", show_default=True, help="Scene size HxW.")
+    @click.option("--epochs", type=click.IntRange(1, 100_000), default=12, show_default=True, help="Training epochs.")
+    def demo(out: Path | None, config: Path | None, seed: int, threads: int, device: str, n_train: int, n_val: int,
+             n_test: int, size: str, epochs: int) -> None:
+        """Generate toy streets, fit, evaluate and write the report (minutes on 2 cores).
+
+        The data and training options (also settable in --config) shrink it, e.g. to seconds.
+        """
         from oddspot.report import write_report
         from oddspot.road.demo import run_road_demo
 
         dev = apply_runtime(threads, device)
         folder = out if out is not None else DEMO_OUT
-        run_road_demo(folder, seed=seed, device=dev)
+        check_out(folder)
+        h, w = _pair(size, "--size")
+        run_road_demo(folder, seed=seed, device=dev, epochs=epochs,
+                      data_options={"height": h, "width": w, "n_train": n_train, "n_val": n_val, "n_test": n_test})
         click.echo(f"report: {write_report(folder, warn=echo_err)}")
 
     @road.command("data")
     @common_options("Folder to write the toy streets to.", seed_help="Seed of the generated scenes.")
-    @click.option("--n-train", type=click.IntRange(1), default=240, show_default=True, help="Training scenes.")
-    @click.option("--n-val", type=click.IntRange(1), default=40, show_default=True, help="Validation scenes.")
-    @click.option("--n-test", type=click.IntRange(1), default=60, show_default=True, help="Test scenes (with unseen objects).")
+    @click.option("--n-train", type=click.IntRange(1, 100_000), default=240, show_default=True, help="Training scenes.")
+    @click.option("--n-val", type=click.IntRange(1, 100_000), default=40, show_default=True, help="Validation scenes.")
+    @click.option("--n-test", type=click.IntRange(1, 100_000), default=60, show_default=True, help="Test scenes (with unseen objects).")
     @click.option("--size", default="128x256", show_default=True, help="Scene size HxW.")
     def data(out: Path, config: Path | None, seed: int, threads: int, device: str, n_train: int, n_val: int,
              n_test: int, size: str) -> None:
         """Write procedural toy street scenes in the StreetHazards layout to --out."""
         from oddspot.data.toy_streets import ToyStreetConfig, generate_toy_streets
 
+        check_out(out)
         apply_runtime(threads, device)
         h, w = _pair(size, "--size")
-        generate_toy_streets(out, ToyStreetConfig(height=h, width=w, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed))
+        with staged_folder(out) as stage:  # an earlier data set in --out is replaced whole
+            generate_toy_streets(stage, ToyStreetConfig(height=h, width=w, n_train=n_train, n_val=n_val,
+                                                        n_test=n_test, seed=seed))
         click.echo(f"wrote toy streets to {out} ({n_train} train, {n_val} val, {n_test} test)")

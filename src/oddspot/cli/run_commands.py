@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from oddspot.cli.common import check_out
+
 
 @click.command("upgrade")
 @click.argument("run", type=click.Path(path_type=Path))
@@ -15,6 +17,7 @@ def upgrade_cmd(run: Path, out: Path | None) -> None:
     """Convert a run folder written by oddspot 0.1 (format 1) to the current run contract (format 2)."""
     from oddspot.runs.upgrade import upgrade
 
+    check_out(out, run)
     written = upgrade(run, out)
     click.echo(f"upgraded {run} to format 2 -> {written}")
 

@@ -8,8 +8,17 @@ from typing import Any
 
 import click
 
-from oddspot.cli.common import apply_runtime, common_options, echo_err, read_yaml_mapping
+from oddspot.cli.common import (
+    FiniteFloat,
+    apply_runtime,
+    check_out,
+    common_options,
+    echo_err,
+    max_pixels_option,
+    read_yaml_mapping,
+)
 from oddspot.errors import OddspotError
+from oddspot.files import staged_folder
 
 LAYOUTS = ["auto", "avenue", "ped2", "frames"]
 PROTOCOLS = ["trained", "legacy_minmax_per_video"]
@@ -65,26 +74,26 @@ def register(group: click.Group) -> None:
     @click.option("--model", "kind", type=click.Choice(KINDS), default="motion", show_default=True)
     @click.option("--layout", type=click.Choice(LAYOUTS), default="auto", show_default=True)
     @click.option("--size", default=None, help="Frame size HEIGHTxWIDTH the model works at [default: 96x128].")
-    @click.option("--sigma", type=float, default=None, help="Temporal Gaussian smoothing (frames); 0 = none [default: 3].")
+    @click.option("--sigma", type=FiniteFloat(0.0, 1000.0), default=None, help="Temporal Gaussian smoothing (frames); 0 = none [default: 3].")
     @click.option("--normalization", type=click.Choice(["train_zscore", "none"]), default=None, help="[default: train_zscore]")
-    @click.option("--holdout-fraction", type=float, default=None,
+    @click.option("--holdout-fraction", type=FiniteFloat(0.0, 1.0, min_open=True, max_open=True), default=None,
                   help="Tail of each training video used only for the post-processor [default: 0.25].")
-    @click.option("--threshold-quantile", type=float, default=None,
+    @click.option("--threshold-quantile", type=FiniteFloat(0.0, 1.0, min_open=True, max_open=True), default=None,
                   help="Decision threshold: this quantile of the held-out training scores [default: 0.995].")
     @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Keep decoded, resized frames here as .npy.")
     @click.option("--encoder", default=None, help="autoencoder: backbone name or 'scratch' [default: efficientnet_lite0].")
-    @click.option("--epochs", type=int, default=None, help="autoencoder: training epochs [default: 10].")
+    @click.option("--epochs", type=click.IntRange(1, 10_000), default=None, help="autoencoder: training epochs [default: 10].")
     @click.option("--train-loss", type=click.Choice(["l1", "l2"]), default=None, help="autoencoder [default: l2].")
     @click.option("--pixel-error", type=click.Choice(["l1", "l2"]), default=None, help="autoencoder [default: l2].")
-    @click.option("--pixel-weight", type=float, default=None, help="autoencoder [default: 1].")
+    @click.option("--pixel-weight", type=FiniteFloat(0.0, 1e6), default=None, help="autoencoder [default: 1].")
     @click.option("--feature-weights", default=None, help="autoencoder: one weight per feature layer [default: 1,1].")
     @click.option("--tta/--no-tta", default=None, help="autoencoder: average identity/hflip/vflip/rot180 [default: off].")
     @click.option("--power-transform/--no-power-transform", default=None,
                   help="autoencoder: Yeo-Johnson per score component [default: on].")
-    @click.option("--coreset-ratio", type=float, default=None, help="motion: memory bank fraction [default: 0.1].")
-    @click.option("--gap", type=int, default=None, help="motion: frames between the stacked frames [default: 4].")
-    @click.option("--flow-weight", type=float, default=None, help="motion: weight of the velocity cue [default: 4].")
-    @click.option("--position-weight", type=float, default=None, help="motion: weight of the patch position [default: 3].")
+    @click.option("--coreset-ratio", type=FiniteFloat(0.0, 1.0, min_open=True), default=None, help="motion: memory bank fraction [default: 0.1].")
+    @click.option("--gap", type=click.IntRange(1, 1000), default=None, help="motion: frames between the stacked frames [default: 4].")
+    @click.option("--flow-weight", type=FiniteFloat(0.0, 1e6), default=None, help="motion: weight of the velocity cue [default: 4].")
+    @click.option("--position-weight", type=FiniteFloat(0.0, 1e6), default=None, help="motion: weight of the patch position [default: 3].")
     @click.pass_context
     def fit(ctx: click.Context, data: Path, out: Path, config: Path | None, seed: int, threads: int, device: str,
             kind: str, layout: str, cache_dir: Path | None, **flags: Any) -> None:
@@ -95,6 +104,7 @@ def register(group: click.Group) -> None:
         """
         from oddspot.video import pipeline
 
+        check_out(out, data, cache_dir)
         dev = apply_runtime(threads, device)
         seed_given = ctx.get_parameter_source("seed") == click.core.ParameterSource.COMMANDLINE
         options = _model_options(kind, config, seed, seed_given, flags)
@@ -112,6 +122,7 @@ def register(group: click.Group) -> None:
     @click.option("--protocol", type=click.Choice(PROTOCOLS), default="trained", show_default=True,
                   help="legacy_minmax_per_video rescales each video by its own min/max (no decisions).")
     @click.option("--cache-dir", type=click.Path(path_type=Path), default=None)
+    @max_pixels_option
     def predict(run: Path, frames: Path, out: Path, config: Path | None, seed: int, threads: int, device: str,
                 protocol: str, cache_dir: Path | None) -> None:
         """Score videos without labels with the model in RUN.
@@ -122,12 +133,14 @@ def register(group: click.Group) -> None:
         """
         from oddspot.video import pipeline
 
+        check_out(out, run, frames, cache_dir)
         dev = apply_runtime(threads, device)
         result = pipeline.predict(run, frames, out, protocol=protocol, cache_dir=cache_dir, device=dev, warn=echo_err)
         flagged = "no decisions (model without threshold)" if result["anomalous_frames"] is None else \
             f"{result['anomalous_frames']} flagged anomalous"
-        click.echo(f"{result['kind']}: {result['frames']} frames of {result['videos']} videos scored, {flagged}; "
-                   f"{result['errors']} unreadable -> {Path(out) / 'scores.csv'}")
+        failed = f"; {result['errors']} videos skipped (see {Path(out) / 'errors.csv'})" if result["errors"] else ""
+        click.echo(f"{result['kind']}: {result['frames']} frames of {result['videos']} videos scored, {flagged}"
+                   f"{failed} -> {Path(out) / 'scores.csv'}")
 
     @video.command("evaluate")
     @click.argument("run", type=click.Path(path_type=Path))
@@ -135,15 +148,17 @@ def register(group: click.Group) -> None:
     @common_options("Folder for the evaluation record (metrics.json, scores.csv, curves.json, score_curves.png).")
     @click.option("--layout", type=click.Choice(LAYOUTS), default="auto", show_default=True)
     @click.option("--labels", type=click.Path(path_type=Path), default=None, help="Frame folders: ground truth (.mat intervals or labels.json).")
-    @click.option("--skip-first", type=click.IntRange(0), default=0, show_default=True, help="Leave out the first N frames of every video.")
+    @click.option("--skip-first", type=click.IntRange(0, 10**9), default=0, show_default=True, help="Leave out the first N frames of every video.")
     @click.option("--protocol", type=click.Choice(PROTOCOLS), default="trained", show_default=True,
                   help="legacy_minmax_per_video rescales each test video by its own min/max (uses test statistics).")
     @click.option("--cache-dir", type=click.Path(path_type=Path), default=None)
+    @max_pixels_option
     def evaluate(run: Path, data: Path, out: Path, config: Path | None, seed: int, threads: int, device: str,
                  layout: str, labels: Path | None, skip_first: int, protocol: str, cache_dir: Path | None) -> None:
         """Score the labelled test videos of DATA with the model in RUN; write frame-level metrics and score curves."""
         from oddspot.video import pipeline
 
+        check_out(out, run, data, labels, cache_dir)
         dev = apply_runtime(threads, device)
         ev = pipeline.evaluate(run, data, out, layout=layout, labels=labels, skip_first=skip_first, protocol=protocol,
                                cache_dir=cache_dir, device=dev, warn=echo_err)
@@ -154,25 +169,39 @@ def register(group: click.Group) -> None:
         d = ev["decision"]
         if d["threshold"] is not None:
             click.echo(f"  threshold {d['threshold']:.4g}: precision {d['precision']:.4f}  recall {d['recall']:.4f}  F1 {d['f1']:.4f}")
+        if ev.get("skipped_videos"):
+            click.echo(f"{len(ev['skipped_videos'])} videos skipped (listed under skipped_videos in metrics.json)")
         click.echo(f"wrote {Path(out) / 'metrics.json'}")
 
     @video.command("demo")
     @common_options(f"Folder for the demo data, models, records and report [default: {DEMO_OUT}].", out_required=False)
-    def demo(out: Path | None, config: Path | None, seed: int, threads: int, device: str) -> None:
-        """Generate synthetic videos, fit both models, evaluate them and write the report (a few minutes on 2 cores)."""
+    @click.option("--train-videos", type=click.IntRange(1, 1000), default=4, show_default=True)
+    @click.option("--test-videos", type=click.IntRange(1, 1000), default=6, show_default=True)
+    @click.option("--frames", type=click.IntRange(60, 100_000), default=200, show_default=True, help="Frames per video (at least 60).")
+    @click.option("--size", default="96x128", show_default=True, help="Frame size HEIGHTxWIDTH.")
+    @click.option("--epochs", type=click.IntRange(1, 10_000), default=10, show_default=True, help="Autoencoder training epochs.")
+    def demo(out: Path | None, config: Path | None, seed: int, threads: int, device: str, train_videos: int,
+             test_videos: int, frames: int, size: str, epochs: int) -> None:
+        """Generate synthetic videos, fit both models, evaluate them and write the report (a few minutes on 2 cores).
+
+        The data and training options (also settable in --config) shrink it, e.g. to seconds.
+        """
+        from oddspot.data.avenue import parse_size
         from oddspot.report import write_report
         from oddspot.video.demo import run_video_demo
 
         dev = apply_runtime(threads, device)
         folder = out if out is not None else DEMO_OUT
-        run_video_demo(folder, seed=seed, device=dev)
+        check_out(folder)
+        recipe = {"num_train": train_videos, "num_test": test_videos, "num_frames": frames, "size": parse_size(size)}
+        run_video_demo(folder, seed=seed, device=dev, data_options=recipe, epochs=epochs)
         click.echo(f"report: {write_report(folder, warn=echo_err)}")
 
     @video.command("data")
     @common_options("Folder to write the synthetic dataset to.", seed_help="Seed of the generated videos.")
-    @click.option("--train-videos", type=int, default=4, show_default=True)
-    @click.option("--test-videos", type=int, default=6, show_default=True)
-    @click.option("--frames", type=int, default=200, show_default=True, help="Frames per video (at least 60).")
+    @click.option("--train-videos", type=click.IntRange(1, 1000), default=4, show_default=True)
+    @click.option("--test-videos", type=click.IntRange(1, 1000), default=6, show_default=True)
+    @click.option("--frames", type=click.IntRange(60, 100_000), default=200, show_default=True, help="Frames per video (at least 60).")
     @click.option("--size", default="96x128", show_default=True, help="Frame size HEIGHTxWIDTH.")
     def data(out: Path, config: Path | None, seed: int, threads: int, device: str, train_videos: int, test_videos: int,
              frames: int, size: str) -> None:
@@ -180,8 +209,10 @@ def register(group: click.Group) -> None:
         from oddspot.data.avenue import parse_size
         from oddspot.data.synthetic_video import generate_video_dataset
 
+        check_out(out)
         apply_runtime(threads, device)
-        summary = generate_video_dataset(out, seed=seed, num_train=train_videos, num_test=test_videos, num_frames=frames,
-                                         size=parse_size(size))
+        with staged_folder(out) as stage:  # an earlier data set in --out is replaced whole
+            summary = generate_video_dataset(stage, seed=seed, num_train=train_videos, num_test=test_videos,
+                                             num_frames=frames, size=parse_size(size))
         events = sum(len(v["events"]) for v in summary["videos"].values())
         click.echo(f"wrote {train_videos} training and {test_videos} test videos ({events} events) to {out}")

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from oddspot.data.image_io import list_images, read_image
+from oddspot.data.image_io import list_images, max_pixels, read_image
 from oddspot.data.sample import Sample
 from oddspot.errors import OddspotError
 from oddspot.files import read_json, write_npy
@@ -213,6 +213,10 @@ class AviVideo(Video):
         try:
             with av.open(str(self.path)) as container:
                 stream = container.streams.video[0]
+                width, height, budget = stream.codec_context.width, stream.codec_context.height, max_pixels()
+                if width * height > budget:
+                    raise OddspotError(f"{self.path}: frames are {width}x{height} ({width * height / 1e6:.1f} Mpx), over "
+                                       f"the pixel budget of {budget / 1e6:g} Mpx; shrink the video or raise --max-pixels")
                 for frame in container.decode(stream):
                     yield frame.to_ndarray(format="rgb24")
         except (av.error.FFmpegError, IndexError) as exc:

@@ -1,8 +1,19 @@
-"""Robust image and mask decoding: any common PNG/JPEG/TIFF/BMP flavour to RGB uint8 or bool."""
+"""Robust image and mask decoding: any common PNG/JPEG/TIFF/BMP flavour to RGB uint8 or bool.
+
+Every file is held to a pixel budget (`DEFAULT_MAX_PIXELS`, or `pixel_budget(n)` around a verb)
+checked from the header, before a byte of pixel data is decoded: a decompression bomb (a
+20000 x 20000 PNG of a few hundred KB) is a one-line error naming the file, not 1.2 GB of memory.
+"""
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +22,35 @@ from PIL import Image, UnidentifiedImageError
 from oddspot.errors import OddspotError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+DEFAULT_MAX_PIXELS = 64_000_000
+# The largest budget one can set: PIL refuses images over twice its MAX_IMAGE_PIXELS on its own.
+MAX_PIXELS_LIMIT = 2 * 89_478_485
+# predict decodes a larger JPEG at a reduced DCT scale that keeps at least this many pixels:
+# 2048 x 2048, the largest input size of any model, so the model sees the same detail.
+DECODE_PIXELS = 2048 * 2048
+_BUDGET: ContextVar[int] = ContextVar("oddspot_max_pixels", default=DEFAULT_MAX_PIXELS)
+
+
+def check_max_pixels(value: int, what: str = "--max-pixels") -> int:
+    """`value` as a pixel budget, or a one-line error naming `what` when it is not an int in range."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PIXELS_LIMIT:
+        raise OddspotError(f"{what} {value!r}: use a whole number of pixels in [1, {MAX_PIXELS_LIMIT}]")
+    return value
+
+
+def max_pixels() -> int:
+    """The pixel budget in force: `DEFAULT_MAX_PIXELS` unless a `pixel_budget` block sets another."""
+    return _BUDGET.get()
+
+
+@contextmanager
+def pixel_budget(value: int | None) -> Iterator[int]:
+    """Within the block, every image and mask read is held to `value` pixels (None: the default)."""
+    token = _BUDGET.set(DEFAULT_MAX_PIXELS if value is None else check_max_pixels(value))
+    try:
+        yield _BUDGET.get()
+    finally:
+        _BUDGET.reset(token)
 
 
 def is_image_file(path: Path) -> bool:
@@ -24,15 +64,48 @@ def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     return sorted(p for p in pattern if p.is_file() and is_image_file(p) and not p.name.startswith("."))
 
 
-def open_image(path: Path, what: str = "image") -> Image.Image:
-    """Open and fully decode an image file; a missing or broken file is a one-line error naming it."""
+def reduction(pixels: int, reduce_to: int | None) -> int:
+    """The largest factor of 1, 2, 4, 8 (per side) that keeps at least `reduce_to` of `pixels` (None: 1)."""
+    if reduce_to is None or pixels <= reduce_to:
+        return 1
+    return min(8, 2 ** int(math.log2(math.sqrt(pixels / reduce_to))))
+
+
+def open_image(path: Path, what: str = "image", reduce_to: int | None = None) -> Image.Image:
+    """Open and fully decode an image file; a missing, broken or over-budget file is a one-line error naming it.
+
+    The size is read from the header and checked against `max_pixels()` before decoding. With
+    `reduce_to` (pixels), a larger JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8)
+    that keeps at least that many pixels (the coarsest one that does), so only the reduced image is ever in memory.
+    """
     if not path.exists():
         raise OddspotError(f"{path}: no such {what} file; check the path")
+    budget = max_pixels()
+    img = None
+    done = False
     try:
-        img = Image.open(path)
-        img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            width, height = img.size
+            if width * height > budget:
+                raise OddspotError(f"{path}: {what} is {width}x{height} ({width * height / 1e6:.1f} Mpx), over the "
+                                   f"pixel budget of {budget / 1e6:g} Mpx; shrink it or raise --max-pixels")
+            scale = reduction(width * height, reduce_to)
+            if scale > 1 and img.format == "JPEG":
+                img.draft(img.mode, (math.ceil(width / scale), math.ceil(height / scale)))
+            img.load()
+        done = True
+    except Image.DecompressionBombError as exc:  # PIL refuses more than 2 * MAX_IMAGE_PIXELS on open
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1)) / 1e6:.1f} Mpx" if found else "too many pixels"
+        raise OddspotError(f"{path}: {what} has {size}, over the pixel budget of {budget / 1e6:g} Mpx (and PIL's "
+                           "decompression-bomb limit); shrink it") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError) as exc:
         raise OddspotError(f"{path}: cannot decode {what} ({exc}); replace or remove the file") from None
+    finally:
+        if not done and img is not None:
+            img.close()
     return img
 
 
@@ -64,9 +137,19 @@ def decode_rgb(img: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image file as H x W x 3 uint8 RGB; raise OddspotError naming the file if it cannot."""
-    return decode_rgb(open_image(Path(path)))
+def read_image(path: str | os.PathLike[str], reduce_to: int | None = None) -> np.ndarray:
+    """Read an image file as H x W x 3 uint8 RGB; raise OddspotError naming the file if it cannot.
+
+    `reduce_to` (pixels): a larger image is returned reduced by 2, 4 or 8 per side, keeping at
+    least that many pixels; a JPEG is decoded at that scale (see `open_image`), any other
+    format is decoded whole, then box-averaged.
+    """
+    with open_image(Path(path), reduce_to=reduce_to) as img:
+        rgb = decode_rgb(img)
+    scale = reduction(rgb.shape[0] * rgb.shape[1], reduce_to)
+    if scale == 1:
+        return rgb
+    return np.asarray(Image.fromarray(rgb).reduce(scale))
 
 
 def read_mask(path: str | os.PathLike[str], shape: tuple[int, int] | None = None) -> np.ndarray:

@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from oddspot import __version__
 from oddspot.data.image_io import is_image_file, read_image, read_mask
@@ -164,6 +163,8 @@ def geometric_matrix(params: dict[str, Any], shape: tuple[int, int]) -> tuple[np
 
 
 def _warp(array: np.ndarray, a: np.ndarray, b: np.ndarray, order: int) -> np.ndarray:
+    from scipy import ndimage  # here, not at the top: the CLI imports this module's choices for --help
+
     if array.ndim == 3:  # channels untouched: a block-diagonal 3-D affine map
         a3 = np.eye(3)
         a3[:2, :2] = a
@@ -211,6 +212,8 @@ def apply_shift(image: np.ndarray, mask: np.ndarray | None, params: dict[str, An
     if "blur" in params:
         sigma = params["blur"]["sigma"]
         radius = (params["blur"]["kernel"] - 1) // 2
+        from scipy import ndimage
+
         x = ndimage.gaussian_filter(x, sigma=(sigma, sigma, 0), truncate=radius / sigma, mode="reflect")
     if "noise" in params:
         noise = np.random.default_rng(params["noise"]["seed"]).standard_normal(x.shape)

@@ -145,9 +145,11 @@ def load_config(path: str | Path, out: str | Path | None = None) -> ExperimentCo
     if not path.exists():
         raise OddspotError(f"{path}: config file not found; check the CONFIG path")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise _fail(path, f"invalid YAML ({str(exc).splitlines()[0]})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _fail(path, f"cannot be read as UTF-8 YAML text ({type(exc).__name__})") from None
     raw = _check_keys(path, "top level", raw, _TOP_KEYS)
     base = path.resolve().parent
     data_cfg = _check_keys(path, "data", raw.get("data"), _DATA_KEYS)

@@ -8,15 +8,17 @@ from typing import Any
 
 import numpy as np
 
-from oddspot.data.image_io import list_images, read_image
+from oddspot.data.image_io import DECODE_PIXELS, list_images, read_image
 from oddspot.errors import OddspotError
-from oddspot.files import write_npy, write_png
-from oddspot.inspect.layout import batched
+from oddspot.files import safe_text, staged_output, write_npy, write_png
 from oddspot.records.evaluation import SCORES_FILE, write_csv
+from oddspot.paths import inside
 from oddspot.runs.registry import load_model
 from oddspot.visualize import heatmap_overlay
 
 ERRORS_FILE = "errors.csv"
+# Decoded pixels a batch may hold before it is scored: about one huge image at its reduced size.
+BATCH_PIXELS = 4 * DECODE_PIXELS
 
 
 def collect_inputs(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
@@ -40,13 +42,16 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
     return found
 
 
+@staged_output("out", inputs=("run", "inputs"))
 def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path, save_maps: bool = False,
             batch: int = 16, warn: Callable[[str], Any] = print, device: str | None = None) -> dict[str, Any]:
     """Score images; write scores.csv, heatmaps/<rel>.png, masks/<rel>.png and (optionally) maps/<rel>.npy.
 
     With a calibrated model, scores.csv holds `path,score,normalized,anomalous` and masks/ the
     predicted defect pixels (pixel threshold); without one, `path,score` only.
-    A file that cannot be decoded is reported through `warn` and in errors.csv, and skipped.
+    A file that cannot be decoded or is over the pixel budget (`data.image_io.max_pixels`) is
+    reported through `warn` and in errors.csv, and skipped (`scored` 0 when none could be read).
+    A JPEG over `DECODE_PIXELS` is decoded at a reduced scale (its heatmap and map are at that size).
     """
     out = Path(out)
     model = load_model(run, "inspect", device=device)
@@ -55,16 +60,8 @@ def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path, save
     calibrated = model.postprocess is not None
     rows: list[tuple[Any, ...]] = []
     errors: list[tuple[str, str]] = []
-    for chunk in batched(items, batch):
-        good: list[tuple[Path, Path, np.ndarray]] = []
-        for path, rel in chunk:
-            try:
-                good.append((path, rel, read_image(path)))
-            except OddspotError as exc:
-                warn(f"skipped: {exc}")
-                errors.append((str(path), str(exc)))
-        if not good:
-            continue
+
+    def score(good: list[tuple[Path, Path, np.ndarray]]) -> None:
         pred = model.predict([g[2] for g in good], maps=True)
         for i, (path, rel, image) in enumerate(good):
             amap = pred.maps[i]
@@ -73,10 +70,27 @@ def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path, save
             else:
                 rows.append((str(path), float(pred.scores[i])))
             if pred.masks is not None:
-                write_png(out / "masks" / f"{rel}.png", pred.masks[i].astype(np.uint8) * 255)
-            write_png(out / "heatmaps" / f"{rel}.png", heatmap_overlay(image, amap, top))
+                write_png(inside(out, f"masks/{rel}.png"), pred.masks[i].astype(np.uint8) * 255)
+            write_png(inside(out, f"heatmaps/{rel}.png"), heatmap_overlay(image, amap, top))
             if save_maps:
-                write_npy(out / "maps" / f"{rel}.npy", amap.astype(np.float32))
+                write_npy(inside(out, f"maps/{rel}.npy"), amap.astype(np.float32))
+
+    # A batch is scored when it holds `batch` images or BATCH_PIXELS decoded pixels, so a folder
+    # of huge images holds about one reduced image's worth at a time (scores never depend on the batch).
+    good: list[tuple[Path, Path, np.ndarray]] = []
+    for path, rel in items:
+        try:
+            image = read_image(path, reduce_to=DECODE_PIXELS)
+        except OddspotError as exc:
+            warn(f"skipped: {safe_text(str(exc))}")
+            errors.append((str(path), str(exc)))
+            continue
+        good.append((path, rel, image))
+        if len(good) == batch or sum(g[2].shape[0] * g[2].shape[1] for g in good) >= BATCH_PIXELS:
+            score(good)
+            good = []
+    if good:
+        score(good)
     write_csv(out / SCORES_FILE, ["path", "score"] + (["normalized", "anomalous"] if calibrated else []), rows)
     if errors:
         write_csv(out / ERRORS_FILE, ["path", "error"], errors)

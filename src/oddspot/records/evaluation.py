@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from oddspot.errors import OddspotError
-from oddspot.files import atomic_write_text, read_json, write_json
+from oddspot.files import atomic_write_text, read_json, safe_text, write_json
 
 RECORD_VERSION = 1
 METRICS_FILE = "metrics.json"
@@ -55,10 +55,11 @@ def read_metrics(path: str | Path, task: str | None = None) -> dict[str, Any]:
 
 
 def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
-    """Write a CSV file atomically (header first)."""
+    """Write a CSV file atomically (header first); text cells pass through `files.safe_text`, so a
+    file name that is not UTF-8 is written escaped."""
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(list(header))
-    w.writerows(rows)
+    w.writerows([safe_text(v) if isinstance(v, str) else v for v in row] for row in rows)
     atomic_write_text(path, buf.getvalue())
     return Path(path)

@@ -6,7 +6,10 @@ Written to `out_dir`:
   <stem>_<score>.npy    float32 H x W maps (larger = more anomalous) of the decision score and of
                         every extra score asked for
   <stem>_panel.png      input | prediction | overlay | confidence | anomaly score
-  errors.csv            path, error: the images that could not be read (written only when some failed)
+  errors.csv            path, error: the images that could not be read or were over the pixel budget
+                        (written only when some failed)
+
+A JPEG over `DECODE_PIXELS` is decoded at a reduced scale; its maps and panel are at that size.
 
 Panels are drawn by `oddspot.road.panels.make_panel` with the decision score's validation threshold.
 """
@@ -20,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from oddspot.data.image_io import list_images, read_image
+from oddspot.data.image_io import DECODE_PIXELS, list_images, read_image
 from oddspot.errors import OddspotError
-from oddspot.files import write_npy, write_png
+from oddspot.files import safe_text, staged_output, write_npy, write_png
 from oddspot.progress import track
 from oddspot.records.evaluation import SCORES_FILE, write_csv
 from oddspot.road.estimator import RoadModel
@@ -56,6 +59,7 @@ def unique_stem(stem: str, used: set[str]) -> str:
     return stem
 
 
+@staged_output("out_dir", inputs=("images",))
 def predict(model: RoadModel, images: Sequence[str | os.PathLike[str]], out_dir: str | Path,
             save_scores: Sequence[str] = (), panels: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Score IMAGES (files or folders) with `model` and write the files listed in the module docstring.
@@ -76,10 +80,10 @@ def predict(model: RoadModel, images: Sequence[str | os.PathLike[str]], out_dir:
     used: set[str] = set()
     for path in track(files, "predict"):
         try:
-            image = read_image(path)
+            image = read_image(path, reduce_to=DECODE_PIXELS)
         except OddspotError as exc:
             errors.append([str(path), str(exc)])
-            log(f"skipped: {exc}")
+            log(f"skipped: {safe_text(str(exc))}")
             continue
         stem = unique_stem(path.stem, used)
         result = model.analyze(image, names, str(path))

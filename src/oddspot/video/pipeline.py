@@ -18,7 +18,9 @@ from typing import Any
 
 from oddspot.configs import from_mapping
 from oddspot.data.avenue import Video
+from oddspot.data.image_io import max_pixels
 from oddspot.errors import OddspotError
+from oddspot.files import staged_folder, staged_output
 from oddspot.records.evaluation import SCORES_FILE, write_csv
 from oddspot.runs.prediction import Prediction
 from oddspot.runs.registry import load_model, model_class
@@ -48,15 +50,18 @@ def build(kind: str, options: dict[str, Any], source: str = "model options", dev
 
 def fit(data: str | Path, out: str | Path, model: VideoDetector, layout: str = "auto",
         cache_dir: Path | None = None, warn: Warn = print) -> VideoDetector:
-    """Fit `model` on the training videos of the dataset `data` and save it to `out`."""
-    videos, skipped = decode_videos(open_video_dataset(data, "train", layout=layout, cache_dir=cache_dir), model.size)
-    for s in skipped:
-        warn(f"warning: skipped training video {s['video']}: {s['error']}")
-    if not videos:
-        raise OddspotError(f"{data}: no training video could be read; see the warnings above")
-    model.fit(videos)
-    model.fit_info["skipped_videos"] = skipped
-    model.save(out)
+    """Fit `model` on the training videos of the dataset `data` and save it to `out` (replaced as a
+    whole when the fit succeeds; a failed fit leaves it as it was)."""
+    with staged_folder(out, inputs=(data, cache_dir)) as stage:
+        videos, skipped = decode_videos(open_video_dataset(data, "train", layout=layout, cache_dir=cache_dir),
+                                        model.size)
+        for s in skipped:
+            warn(f"warning: skipped training video {s['video']}: {s['error']}")
+        if not videos:
+            raise OddspotError(f"{data}: no training video could be read; see the warnings above")
+        model.fit(videos)
+        model.fit_info["skipped_videos"] = skipped
+        model.save(stage)
     return model
 
 
@@ -97,21 +102,24 @@ def predict(run: str | Path, frames: str | Path, out: str | Path, protocol: str 
     predictions, kept, failed = _predict_each(model, videos, protocol, labelled=False, warn=warn)
     errors += failed
     out = Path(out)
-    write_csv(out / ERRORS_FILE, ("video", "path", "error"), [(e["video"], e["path"], e["error"]) for e in errors])
-    if not predictions:
-        raise OddspotError(f"{frames}: no video could be read; see {out / ERRORS_FILE}")
     rows = []
     for p, v in zip(predictions, kept):
         paths = _frame_paths(v, len(p.scores))
         for t in range(len(p.scores)):
             rows.append((p.name, t, paths[t], float(p.scores[t]), float(p.normalized[t]),
                          "" if p.decisions is None else int(bool(p.decisions[t]))))
-    write_csv(out / SCORES_FILE, PREDICT_HEADER, rows)
+    with staged_folder(out, inputs=(run, frames, cache_dir)) as stage:  # earlier outputs replaced whole
+        write_csv(stage / ERRORS_FILE, ("video", "path", "error"), [(e["video"], e["path"], e["error"]) for e in errors])
+        if predictions:
+            write_csv(stage / SCORES_FILE, PREDICT_HEADER, rows)
+    if not predictions:
+        raise OddspotError(f"{frames}: no video could be read; see {out / ERRORS_FILE}")
     flagged = None if any(p.decisions is None for p in predictions) else int(sum(p.decisions.sum() for p in predictions))
     return {"videos": len(predictions), "frames": len(rows), "anomalous_frames": flagged, "errors": len(errors),
             "threshold": model.post.threshold if protocol == "trained" else None, "kind": model.kind}
 
 
+@staged_output("out", inputs=("run", "data", "labels", "cache_dir"))
 def evaluate(run: str | Path, data: str | Path, out: str | Path, layout: str = "auto", labels: str | Path | None = None,
              skip_first: int = 0, protocol: str = "trained", cache_dir: Path | None = None, device: str = "cpu",
              warn: Warn = print) -> dict[str, Any]:
@@ -124,6 +132,6 @@ def evaluate(run: str | Path, data: str | Path, out: str | Path, layout: str = "
         raise OddspotError(f"{data}: no test video could be read; see the warnings above")
     threshold = model.post.threshold if protocol == "trained" else None
     extra = {"model": str(run), "kind": model.kind, "protocol": protocol, "skipped_videos": skipped,
-             "threshold_quantile": model.post.threshold_quantile}
+             "threshold_quantile": model.post.threshold_quantile, "max_pixels": max_pixels()}
     return write_evaluation(out, predictions, kept, skip_first=skip_first, threshold=threshold, extra=extra,
                             title=f"{model.kind}: frame scores (red: anomalous frames)")
