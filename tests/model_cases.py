@@ -24,6 +24,7 @@ class Case:
     model: Any
     inputs: Any
     spec: str  # "images:<npz>" or "videos:<dataset root>"
+    data: Path | None = None  # the dataset the model was fitted on (its test split holds labelled anomalies)
 
 
 def _images_spec(images: list[np.ndarray], folder: Path) -> str:
@@ -60,7 +61,22 @@ def outputs(prediction: Any) -> dict[str, np.ndarray]:
     return out
 
 
-def _mvtec_images(tmp: Path) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+def per_item(prediction: Any) -> list[dict[str, np.ndarray]]:
+    """The outputs of each item on its own: each image of a Prediction, or each video of a list of them."""
+    if isinstance(prediction, list):
+        return [outputs(p) for p in prediction]
+    items = []
+    for i in range(len(prediction.scores)):
+        item = {}
+        for field in ("scores", "normalized", "decisions", "maps", "masks"):
+            value = getattr(prediction, field)
+            if value is not None:
+                item[field] = np.asarray(value[i])
+        items.append(item)
+    return items
+
+
+def _mvtec_images(tmp: Path) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, Path]:
     from oddspot.data.demo_dataset import build_demo_dataset
     from oddspot.data.image_io import list_images, read_image
 
@@ -69,37 +85,49 @@ def _mvtec_images(tmp: Path) -> tuple[list[np.ndarray], list[np.ndarray], np.nda
     good = [read_image(p) for p in list_images(root / "brick" / "test" / "good")]
     bad = [read_image(p) for d in sorted((root / "brick" / "test").iterdir()) if d.name != "good"
            for p in list_images(d)]
-    return train, good + bad, np.array([0] * len(good) + [1] * len(bad))
+    return train, good + bad, np.array([0] * len(good) + [1] * len(bad)), root
 
 
 INSPECT_SMALL = {"image_size": 64, "batch_size": 4}
 
 
-def inspect_patchcore(tmp: Path) -> Case:
+def _calibrated(model: Any, images: list[np.ndarray], labels: np.ndarray) -> Any:
+    """The model with a calibration (quantile thresholds) fitted on `images`, so it predicts decisions and masks."""
+    from oddspot.calibration import calibrate
+
+    pred = model.predict(images)
+    model.postprocess = calibrate(pred.scores, labels, pred.maps, [np.zeros(m.shape, bool) for m in pred.maps],
+                                  "quantile", quantile=0.9)
+    return model
+
+
+def inspect_patchcore(tmp: Path, seed: int = 0) -> Case:
     from oddspot.detectors.patchcore import PatchCore
 
-    train, test, _ = _mvtec_images(tmp)
-    return Case(PatchCore(coreset_ratio=0.25, **INSPECT_SMALL).fit(train), test, _images_spec(test, tmp))
+    train, test, labels, root = _mvtec_images(tmp)
+    model = PatchCore(coreset_ratio=0.25, seed=seed, **INSPECT_SMALL).fit(train)
+    return Case(_calibrated(model, test, labels), test, _images_spec(test, tmp), root)
 
 
-def inspect_padim(tmp: Path) -> Case:
+def inspect_padim(tmp: Path, seed: int = 0) -> Case:
     from oddspot.detectors.padim import PaDiM
 
-    train, test, _ = _mvtec_images(tmp)
-    return Case(PaDiM(n_features=20, **INSPECT_SMALL).fit(train), test, _images_spec(test, tmp))
+    train, test, labels, root = _mvtec_images(tmp)
+    model = PaDiM(n_features=20, seed=seed, **INSPECT_SMALL).fit(train)
+    return Case(_calibrated(model, test, labels), test, _images_spec(test, tmp), root)
 
 
-def inspect_cascade(tmp: Path) -> Case:
+def inspect_cascade(tmp: Path, seed: int = 0) -> Case:
     from oddspot.detectors.cascade import Cascade
 
-    train, test, labels = _mvtec_images(tmp)
+    train, test, labels, root = _mvtec_images(tmp)
     model = Cascade(gate_options={"image_size": 32, "batch_size": 4, "coreset_ratio": 0.25},
-                    localizer_options={"coreset_ratio": 0.25, **INSPECT_SMALL}).fit(train)
+                    localizer_options={"coreset_ratio": 0.25, **INSPECT_SMALL}, seed=seed).fit(train)
     model.fit_gate(test, labels)
-    return Case(model, test, _images_spec(test, tmp))
+    return Case(_calibrated(model, test, labels), test, _images_spec(test, tmp), root)
 
 
-def road_deeplabv3plus(tmp: Path) -> Case:
+def road_deeplabv3plus(tmp: Path, seed: int = 3) -> Case:
     from oddspot.data.image_io import list_images, read_image
     from oddspot.data.toy_streets import ToyStreetConfig, generate_toy_streets
     from oddspot.road.estimator import RoadModel
@@ -109,13 +137,13 @@ def road_deeplabv3plus(tmp: Path) -> Case:
     model = RoadModel(
         model={"aspp_channels": 16, "aspp_rates": [1, 2], "low_level_channels": 8, "decoder_channels": 16,
                "aux_channels": 8},
-        train={"epochs": 1, "batch_size": 4, "lr": 3e-3, "freeze": "stage2", "warmup_steps": 1, "seed": 3,
+        train={"epochs": 1, "batch_size": 4, "lr": 3e-3, "freeze": "stage2", "warmup_steps": 1, "seed": seed,
                "augment": {"crop_size": [64, 96], "scale_range": [0.75, 1.5]}},
-        scores={"val_pixels_per_image": 500, "seed": 3},
+        scores={"val_pixels_per_image": 500, "seed": seed},
         device="cpu",
     ).fit(root, log=lambda m: None)
     test = [read_image(p) for p in list_images(root / "test" / "images", recursive=True)][:2]
-    return Case(model, test, _images_spec(test, tmp))
+    return Case(model, test, _images_spec(test, tmp), root)
 
 
 def _videos(tmp: Path):
@@ -127,21 +155,23 @@ def _videos(tmp: Path):
     return open_video_dataset(root, "train"), open_video_dataset(root, "test"), root
 
 
-def video_motion(tmp: Path) -> Case:
+def video_motion(tmp: Path, seed: int = 0) -> Case:
     from oddspot.video.motion import MotionDetector
 
     train, test, root = _videos(tmp)
-    return Case(MotionDetector(size=(48, 64), coreset_ratio=0.25, sigma=1.0).fit(train), test, f"videos:{root}")
+    model = MotionDetector(size=(48, 64), coreset_ratio=0.25, sigma=1.0, seed=seed).fit(train)
+    return Case(model, test, f"videos:{root}", root)
 
 
-def video_autoencoder(tmp: Path) -> Case:
+def video_autoencoder(tmp: Path, seed: int = 0) -> Case:
     from oddspot.video.autoencoder import FrameAutoencoder
 
     train, test, root = _videos(tmp)
-    return Case(FrameAutoencoder(size=(48, 64), epochs=1, sigma=1.0).fit(train), test, f"videos:{root}")
+    return Case(FrameAutoencoder(size=(48, 64), epochs=1, sigma=1.0, seed=seed).fit(train), test, f"videos:{root}", root)
 
 
-FACTORIES: dict[tuple[str, str], Callable[[Path], Case]] = {
+# factory(tmp, seed=...) -> Case; the seed is the model's (the data's is fixed), so two seeds fit the same data.
+FACTORIES: dict[tuple[str, str], Callable[..., Case]] = {
     ("inspect", "patchcore"): inspect_patchcore,
     ("inspect", "padim"): inspect_padim,
     ("inspect", "cascade"): inspect_cascade,

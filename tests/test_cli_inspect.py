@@ -6,8 +6,6 @@ import csv
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -159,12 +157,11 @@ def test_tampered_tensor_file_is_refused_with_one_line(fitted_run, tiny_mvtec, t
     data = bytearray((run / "model.safetensors").read_bytes())
     data[-3] ^= 0x01  # one byte of the memory bank
     (run / "model.safetensors").write_bytes(bytes(data))
-    proc = subprocess.run([sys.executable, "-m", "oddspot", "inspect", "predict", str(run),
-                           str(tiny_mvtec / "brick" / "test" / "good"), "-o", str(tmp_path / "p")],
-                          capture_output=True, text=True)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "sha256" in lines[0] and "model.safetensors" in lines[0], proc.stderr
+    res = run_cli("inspect", "predict", run, tiny_mvtec / "brick" / "test" / "good", "-o", tmp_path / "p")
+    assert res.exit_code == 2 and res.stdout == "", res.output
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert "sha256" in lines[0] and "model.safetensors" in lines[0], res.stderr
 
 
 def test_data_writes_a_dataset_that_fits(tmp_path):

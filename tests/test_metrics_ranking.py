@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import (
     auc,
@@ -91,8 +91,7 @@ def labelled_scores(draw, min_size: int = 2, max_size: int = 300):
 @given(labelled_scores(), st.integers(1, 64))
 def test_exact_metrics_equal_sklearn_in_any_chunking(data, block_size):
     s, y, cuts, both = data
-    if not both:
-        return
+    assume(both)
     m = BinaryRankingMetrics(block_size=block_size)
     feed(m, s, y, cuts)
     got = m.compute()
@@ -114,8 +113,7 @@ def test_exact_metrics_equal_sklearn_in_any_chunking(data, block_size):
 @given(labelled_scores(min_size=20, max_size=400), st.integers(1, 40), st.integers(1, 30), st.integers(10, 12))
 def test_binned_mode_stays_within_its_bound_and_ignores_chunking(data, cap, block_size, log_bins):
     s, y, cuts, both = data
-    if not both:
-        return
+    assume(both)
     m = BinaryRankingMetrics(max_exact_values=cap, max_bins=2**log_bins, block_size=block_size)
     feed(m, s, y, cuts)
     got = m.compute()

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from safetensors.numpy import load as st_load
+from safetensors.torch import load_file as load_torch_tensors
 
 from oddspot.cli import cli
 from oddspot.data.image_io import read_image
@@ -96,7 +98,8 @@ def test_run_folder_is_one_record(run):
     assert model.scorer.mahalanobis.counts and model.config == config()
 
 
-def test_resume_continues_exactly(toy, run, tmp_path):
+def test_resume_continues_exactly(toy, run, options, tmp_path):
+    """An interrupted fit continued with `oddspot road fit --resume` ends bit for bit as the uninterrupted one."""
     out = tmp_path / "resumed"
 
     def stop_after_first(msg):
@@ -110,13 +113,29 @@ def test_resume_continues_exactly(toy, run, tmp_path):
     other = RoadModel(config(), device="cpu", train={**config().train.to_dict(), "epochs": 3})
     with pytest.raises(OddspotError, match="other options"):
         other.fit(toy, out, resume=True, log=quiet)
-    RoadModel(config(), device="cpu").fit(toy, out, resume=True, log=quiet).save(out)
+    res = CliRunner().invoke(cli, ["road", "fit", str(toy), "--out", str(out), "--config", str(options), "--seed", "3",
+                                   "--threads", "1", "--device", "cpu", "--resume"])
+    assert res.exit_code == 0, res.output
     for name in ("state/last.safetensors", "model.safetensors"):
-        a, b = st_load((run / name).read_bytes()), st_load((out / name).read_bytes())
+        a, b = load_torch_tensors(run / name), load_torch_tensors(out / name)
         assert a.keys() == b.keys()
         for k in a:
-            assert np.array_equal(a[k], b[k]), (name, k)
+            assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), (name, k)
     assert json.loads((run / "model.json").read_text())["postprocess"] == json.loads((out / "model.json").read_text())["postprocess"]
+
+
+def test_early_stopping_keeps_the_best_weights(toy, tmp_path):
+    """patience 1: the first epoch without a validation mIoU gain ends training; the best epoch's weights are kept."""
+    values = config().to_dict()
+    values["train"].update(epochs=6, patience=1, lr=1e-9)  # no learning: epoch 2 cannot beat epoch 1
+    model = RoadModel(device="cpu", **values).fit(toy, tmp_path / "run", log=quiet)
+    training = model.state["training"]
+    assert training["stopped_early"] is True and training["epochs_run"] == 2 and model.state["best"]["epoch"] == 1
+    history = json.loads((tmp_path / "run" / "history.json").read_text())["epochs"]
+    assert [h["epoch"] for h in history] == [1, 2] and history[1]["miou"] <= history[0]["miou"]
+    best = load_torch_tensors(tmp_path / "run" / "state" / "best.safetensors")
+    weights = model.network.state_dict()
+    assert best and all(torch.equal(weights[k].cpu(), t) for k, t in best.items())
 
 
 def test_class_count_mismatch_with_data(toy, tmp_path):

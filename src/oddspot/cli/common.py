@@ -82,12 +82,18 @@ def _verb_defaults(ctx: click.Context, param: click.Parameter, value: Path | Non
     if value is None:
         return None
     values = read_yaml_mapping(value)
-    names = {p.name for p in ctx.command.params if p.name not in ("config", "help") and isinstance(p, click.Option)}
+    # a key is an option's long name with `_` for `-` (`n_train`, `category` for --category), or its parameter name
+    names: dict[str, str] = {}
+    for p in ctx.command.params:
+        if isinstance(p, click.Option) and p.name not in ("config", "help"):
+            names[p.name] = p.name
+            names.update({o.lstrip("-").replace("-", "_"): p.name for o in p.opts if o.startswith("--")})
     unknown = sorted(str(k) for k in values if str(k).replace("-", "_") not in names)
     if unknown:
         raise click.UsageError(f"{value}: unknown option(s) {', '.join(unknown)} for `{ctx.command_path}`; "
                                f"known: {', '.join(sorted(names))}")
-    ctx.default_map = {**(ctx.default_map or {}), **{str(k).replace("-", "_"): v for k, v in values.items()}}
+    given = {names[str(k).replace("-", "_")]: v for k, v in values.items()}
+    ctx.default_map = {**(ctx.default_map or {}), **given}
     return value
 
 

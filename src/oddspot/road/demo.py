@@ -35,13 +35,19 @@ ACCEPT_MIOU = 0.6
 ACCEPT_AUROC = 0.85
 
 
-def demo_config(seed: int = 0) -> RoadConfig:
-    """The demo's model, training and score options."""
-    return RoadConfig(model=DEMO_MODEL, train=TrainConfig(seed=seed, **DEMO_TRAIN), scores=ScoreConfig(seed=seed, **DEMO_SCORES))
+def demo_config(seed: int = 0, epochs: int | None = None) -> RoadConfig:
+    """The demo's model, training and score options (`epochs` overrides the demo's 12)."""
+    train = {**DEMO_TRAIN, **({"epochs": epochs} if epochs is not None else {})}
+    return RoadConfig(model=DEMO_MODEL, train=TrainConfig(seed=seed, **train), scores=ScoreConfig(seed=seed, **DEMO_SCORES))
 
 
-def run_road_demo(out_dir: Path, seed: int = 0, quiet: bool = False, device: str | None = None) -> dict[str, Any]:
-    """Generate toy street data, fit, evaluate; write out_dir/metrics.json (the summary) and return it (prints a table)."""
+def run_road_demo(out_dir: Path, seed: int = 0, quiet: bool = False, device: str | None = None,
+                  data_options: dict[str, Any] | None = None, epochs: int | None = None) -> dict[str, Any]:
+    """Generate toy street data, fit, evaluate; write out_dir/metrics.json (the summary) and return it (prints a table).
+
+    `data_options` (fields of `ToyStreetConfig`: height, width, n_train, ...) and `epochs` override the
+    demo's data size and training length, e.g. for a demo that runs in seconds.
+    """
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -52,7 +58,7 @@ def run_road_demo(out_dir: Path, seed: int = 0, quiet: bool = False, device: str
     data = out_dir / "data"
     run = out_dir / "run"
     console.print(f"[bold]road demo[/bold]: toy street scenes -> DeepLabV3+ -> pixel anomaly scores (seed {seed})")
-    generate_toy_streets(data, ToyStreetConfig(seed=seed, **DEMO_DATA))
+    generate_toy_streets(data, ToyStreetConfig(seed=seed, **{**DEMO_DATA, **(data_options or {})}))
     t_data = time.perf_counter() - t0
 
     def log(msg: str) -> None:
@@ -63,7 +69,7 @@ def run_road_demo(out_dir: Path, seed: int = 0, quiet: bool = False, device: str
         log(f"reusing the fitted model in {run}")
         model = RoadModel.load(run, device=device)
     else:
-        model = RoadModel(demo_config(seed), device=device)
+        model = RoadModel(demo_config(seed, epochs), device=device)
         model.fit(data, run, resume=(run / STATE_DIR / "last.json").exists(), log=log)
         model.save(run)
     t_train = time.perf_counter() - t1

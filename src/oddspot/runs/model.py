@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
-from oddspot.runs.contract import Record, load_record, save_record
+from oddspot.errors import OddspotError
+from oddspot.runs.contract import MODEL_FILE, Record, load_record, save_record
 
 M = TypeVar("M", bound="RunModel")
 
@@ -33,10 +34,14 @@ class Model(Protocol):
 
 
 class RunModel:
-    """Mixin: `save` and `load` through the run contract from `to_record` / `from_record`."""
+    """Mixin: `save` and `load` through the run contract from `to_record` / `from_record`.
+
+    `config_class` is the config dataclass that `Cls(**options)` reads strictly (`configs.from_mapping`).
+    """
 
     task: ClassVar[str]
     kind: ClassVar[str]
+    config_class: ClassVar[type]
 
     def to_record(self) -> Record:
         raise NotImplementedError
@@ -52,4 +57,16 @@ class RunModel:
     @classmethod
     def load(cls: type[M], folder: str | Path, **kwargs: Any) -> M:
         """Load a model saved by `save`; the folder must hold this task and kind."""
-        return cls.from_record(load_record(folder, cls.task, cls.kind), **kwargs)
+        return build_from_record(cls, load_record(folder, cls.task, cls.kind), **kwargs)
+
+
+def build_from_record(cls: type[M], record: Record, **kwargs: Any) -> M:
+    """`cls.from_record(record)`, with every error naming the record's folder: a value that passed the
+    checks of model.json can still fail when the model is built (a backbone that is not installed)."""
+    try:
+        return cls.from_record(record, **kwargs)
+    except OddspotError as exc:
+        message = str(exc)
+        if record.source in message:
+            raise
+        raise OddspotError(f"{record.source}/{MODEL_FILE}: {message}") from None

@@ -22,7 +22,7 @@ from oddspot.video.motion import MotionConfig, MotionDetector
 DEMO_DATA = {"num_train": 4, "num_test": 6, "num_frames": 200, "size": (96, 128)}
 
 
-def _dataset(root: Path, seed: int) -> dict:
+def _dataset(root: Path, seed: int, recipe: dict) -> dict:
     """Generate the demo videos, or reuse them when `root` already holds the same ones."""
     labels = root / "labels.json"
     if labels.exists():
@@ -30,21 +30,25 @@ def _dataset(root: Path, seed: int) -> dict:
             old = read_json(labels, "the demo data is generated again")
             same = (
                 old.get("seed") == seed
-                and old.get("num_frames") == DEMO_DATA["num_frames"]
-                and old.get("size") == list(DEMO_DATA["size"])
-                and len(old.get("videos", {})) == DEMO_DATA["num_test"]
-                and len(list((root / "training" / "frames").glob("*"))) == DEMO_DATA["num_train"]
+                and old.get("num_frames") == recipe["num_frames"]
+                and old.get("size") == list(recipe["size"])
+                and len(old.get("videos", {})) == recipe["num_test"]
+                and len(list((root / "training" / "frames").glob("*"))) == recipe["num_train"]
             )
         except OddspotError:
             same = False
         if same:
             return old
-    return generate_video_dataset(root, seed=seed, **DEMO_DATA)
+    return generate_video_dataset(root, seed=seed, **recipe)
 
 
-def run_video_demo(out_dir: str | Path, seed: int = 0, console: Console | None = None, device: str = "cpu") -> dict:
+def run_video_demo(out_dir: str | Path, seed: int = 0, console: Console | None = None, device: str = "cpu",
+                   data_options: dict | None = None, epochs: int | None = None) -> dict:
     """Generate synthetic fixed-camera videos, fit the frame autoencoder and the motion detector on the
     training videos, evaluate both on the test videos; return the summary.
+
+    `data_options` (keys of `DEMO_DATA`: num_train, num_test, num_frames, size) and `epochs` (the
+    autoencoder's) override the demo's data size and training length, e.g. for a demo in seconds.
 
     Writes `data/` (the videos), `models/<name>/` (each run folder), `<name>/` (each evaluation
     record: metrics.json, scores.csv, curves.json, score_curves.png) and `metrics.json`, a summary
@@ -54,12 +58,15 @@ def run_video_demo(out_dir: str | Path, seed: int = 0, console: Console | None =
     out_dir = claim_folder(out_dir)  # filled step by step; the demo videos are reused
     started = time.perf_counter()
     data_root = out_dir / "data"
-    summary = _dataset(data_root, seed)
+    recipe = {**DEMO_DATA, **(data_options or {})}
+    summary = _dataset(data_root, seed, recipe)
     train = open_video_dataset(data_root, "train")
     test = open_video_dataset(data_root, "test")
     models: dict[str, VideoDetector] = {
-        "autoencoder": FrameAutoencoder(AutoencoderConfig(size=DEMO_DATA["size"], seed=seed), device=device),
-        "motion": MotionDetector(MotionConfig(size=DEMO_DATA["size"], seed=seed), device=device),
+        "autoencoder": FrameAutoencoder(AutoencoderConfig(size=recipe["size"], seed=seed,
+                                                          **({"epochs": epochs} if epochs is not None else {})),
+                                        device=device),
+        "motion": MotionDetector(MotionConfig(size=recipe["size"], seed=seed), device=device),
     }
     metrics: dict = {
         "summary": True,
