@@ -17,12 +17,12 @@ the inspect models' post-processor: it travels in `model.json["postprocess"]` (`
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from oddspot.configs import finite_number
 from oddspot.errors import OddspotError
 
 STRATEGIES = ("auto", "f1", "synthetic", "quantile", "fixed")
@@ -50,8 +50,8 @@ class ScoreScale:
         values = []
         for key in ("low", "threshold", "high"):
             v = d[key]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise OddspotError(f"{source}.{key}: expected a finite number, got {v!r}")
+            if not finite_number(v):
+                raise OddspotError(f"{source}.{key}: expected a finite number, got {v!r:.40}")
             values.append(float(v))
         low, threshold, high = values
         if not low <= threshold <= high:

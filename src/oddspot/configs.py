@@ -18,6 +18,17 @@ from oddspot.errors import OddspotError
 C = TypeVar("C")
 
 
+def finite_number(value: Any) -> bool:
+    """True for an int or float (not a bool) that is finite as a float: JSON's 1e999 reads as inf, and
+    an integer of 400 digits is one no float can hold."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -53,8 +64,8 @@ def _convert(value: Any, tp: Any, where: str, complete: bool = False) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise OddspotError(f"{where}: expected a number, got {value!r}")
-        if not math.isfinite(value):
-            raise OddspotError(f"{where}: expected a finite number, got {value!r}")
+        if not finite_number(value):
+            raise OddspotError(f"{where}: expected a finite number, got {value!r:.40}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):

@@ -315,6 +315,8 @@ def read_json(path: str | os.PathLike[str], fix: str, version_key: str | None = 
     whole message of a missing file. With `version_key`, the object's version must be one of `versions`.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():  # a folder, FIFO or device: reading could block or never end
+        raise OddspotError(f"{path}: not a regular file; {fix}")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -23,17 +23,21 @@ def gaussian_blur(maps: torch.Tensor, sigma: float, truncate: float = TRUNCATE) 
     """Separable Gaussian blur of N x H x W maps; sigma <= 0 returns them as they are.
 
     Edges are reflected; a map smaller than the kernel's radius is padded by replication instead
-    (reflection needs a radius below the map's size). Each map is blurred on its own.
+    (reflection needs a radius below the map's size). Each map is blurred on its own, by its own
+    convolution call: conv2d's arithmetic can change with the batch size, and a map must not
+    depend on the maps it is passed with.
     """
     if sigma <= 0:
         return maps
     k = gaussian_kernel1d(sigma, truncate).to(maps.device, maps.dtype)
     r = k.numel() // 2
-    x = maps[:, None]
-    mode = "reflect" if r < min(x.shape[-2:]) else "replicate"
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode=mode), k.view(1, 1, 1, -1))
-    x = F.conv2d(F.pad(x, (0, 0, r, r), mode=mode), k.view(1, 1, -1, 1))
-    return x[:, 0]
+    mode = "reflect" if r < min(maps.shape[-2:]) else "replicate"
+    out = []
+    for i in range(maps.shape[0]):
+        x = maps[i:i + 1, None]
+        x = F.conv2d(F.pad(x, (r, r, 0, 0), mode=mode), k.view(1, 1, 1, -1))
+        out.append(F.conv2d(F.pad(x, (0, 0, r, r), mode=mode), k.view(1, 1, -1, 1))[:, 0])
+    return torch.cat(out) if out else maps
 
 
 def upsample_and_blur(grid: torch.Tensor, size: tuple[int, int], sigma: float) -> torch.Tensor:

@@ -49,8 +49,13 @@ def make_manifest(refs: dict[str, list[SampleRef]], root: Path, protocol: str, s
 
 
 def read_manifest(path: Path, refs: dict[str, list[SampleRef]], root: Path, protocol: str) -> dict[str, Any]:
-    """The manifest at `path`, checked: its protocol is `protocol`, and it names only files of `refs`."""
+    """The manifest at `path`, checked: its version, its protocol is `protocol`, and it names only files
+    of `refs`, each in one part only (a file in two parts would leak training data into the test)."""
     manifest = read_json(path, "delete it to regenerate the split")
+    version = manifest.get("manifest_version")
+    if isinstance(version, bool) or version != MANIFEST_VERSION:
+        raise OddspotError(f"{path}: manifest_version {version!r:.40} unsupported (this oddspot reads {MANIFEST_VERSION}); "
+                           "delete it to regenerate the split")
     if manifest.get("protocol") != protocol:
         raise OddspotError(
             f"{path}: manifest is for --split {manifest.get('protocol')}, not {protocol}; "
@@ -60,6 +65,13 @@ def read_manifest(path: Path, refs: dict[str, list[SampleRef]], root: Path, prot
         keys = manifest.get(part)
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise OddspotError(f"{path}: field {part} must be a list of file names; delete it to regenerate the split")
+    seen: set[str] = set()
+    for part in ("train", "validation", "test"):
+        for k in manifest[part]:
+            if k in seen:
+                raise OddspotError(f"{path}: {k} is listed twice (again in {part}); a file belongs to one part only, "
+                                   "delete it to regenerate the split")
+            seen.add(k)
     known = {r.key(root) for part in refs.values() for r in part}
     missing = [k for part in ("train", "validation", "test") for k in manifest[part] if k not in known]
     if missing:

@@ -15,11 +15,11 @@ from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 import numpy as np
 
 from oddspot.calibration import Calibration
-from oddspot.configs import from_mapping
+from oddspot.configs import finite_number, from_mapping
 from oddspot.data.sample import Sample
 from oddspot.errors import OddspotError
 from oddspot.runs.contract import MODEL_FILE, Record
-from oddspot.runs.prediction import Prediction
+from oddspot.runs.prediction import Prediction, finite_scores
 
 TASK = "inspect"
 C = TypeVar("C")
@@ -69,7 +69,9 @@ def make_config(cls: type[C], config: C | None, options: dict[str, Any], name: s
 
 
 def finish(pred: Prediction, postprocess: Calibration | None) -> Prediction:
-    """Fill normalized scores, decisions and (with maps and a pixel threshold) masks from `postprocess`."""
+    """Fill normalized scores, decisions and (with maps and a pixel threshold) masks from `postprocess`;
+    non-finite scores are an error (`runs.prediction.finite_scores`)."""
+    finite_scores(pred.scores)
     if postprocess is None:
         return pred
     pred.normalized = postprocess.image(pred.scores)
@@ -85,8 +87,8 @@ def where(record: Record) -> str:
 
 
 def record_config(cls: type[C], record: Record) -> C:
-    """The config stored in `record`, read strictly."""
-    return from_mapping(cls, record.config, f"{where(record)}: config")
+    """The config stored in `record`, read strictly (every field present)."""
+    return from_mapping(cls, record.config, f"{where(record)}: config", complete=True)
 
 
 def record_postprocess(record: Record) -> Calibration | None:
@@ -118,7 +120,7 @@ def check_shape(record: Record, name: str, tensor: np.ndarray, expected: tuple[i
 def display_state(state: dict[str, Any], record: Record) -> dict[str, Any]:
     """The heatmap colour scale of the stored state, checked (positive finite number, or absent)."""
     v = state.get("map_display_max")
-    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0):
+    if v is not None and (not finite_number(v) or v < 0):
         raise OddspotError(f"{where(record)}: state.map_display_max must be a finite number >= 0, got {v!r:.40}")
     return state
 

@@ -16,7 +16,6 @@ thresholds, and model.safetensors their tensors as `gate.<name>` and `localizer.
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from oddspot.calibration import Calibration
-from oddspot.configs import check_range
+from oddspot.configs import check_range, finite_number
 from oddspot.detectors.base import (
     TASK, ImageLike, Prediction, display_state, finish, images_of, make_config, record_config, record_postprocess, where,
 )
@@ -202,7 +201,7 @@ def _check_thresholds(th: Any, record: Record) -> None:
         raise OddspotError(f"{where(record)}: state.thresholds must hold {', '.join(THRESHOLD_KEYS)}; refit the model")
     for key in THRESHOLD_KEYS:
         v = th[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        if not finite_number(v):
             raise OddspotError(f"{where(record)}: state.thresholds.{key} must be a finite number, got {v!r:.40}")
     if th["low"] > th["high"]:
         raise OddspotError(f"{where(record)}: state.thresholds.low exceeds high; the file is damaged, refit the model")

@@ -257,8 +257,18 @@ def greedy_coreset(features: np.ndarray, ratio: float, seed: int = 0, projection
     return _greedy_k_center(projected, k, start, stats=stats)
 
 
+RERANK = 4  # extra candidates faiss returns per query, re-ranked by exact distances
+RERANK_ROWS = 4096  # queries re-ranked at once (bounds the candidates' memory)
+
+
 class KNNIndex:
-    """Exact Euclidean nearest-neighbour search over a memory bank (faiss flat index)."""
+    """Exact Euclidean nearest-neighbour search over a memory bank (faiss flat index).
+
+    faiss computes distances with matrix products whose rounding depends on where a query sits
+    in its block, so the same patch could score differently (by ~1e-5) with other patches around
+    it. Its `k + RERANK` best candidates are therefore re-ranked by distances recomputed from
+    differences, row by row: a query's distances and neighbours never depend on the other queries.
+    """
 
     def __init__(self, bank: np.ndarray) -> None:
         import faiss
@@ -274,5 +284,14 @@ class KNNIndex:
         """Return (distances, indices), each Q x k, distances Euclidean (not squared), ascending."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         k = min(k, self.bank.shape[0])
-        sq, idx = self._index.search(queries, k)
-        return np.sqrt(np.maximum(sq, 0.0)), idx
+        _, cand = self._index.search(queries, min(k + RERANK, self.bank.shape[0]))
+        dist = np.empty((queries.shape[0], k), np.float32)
+        idx = np.empty((queries.shape[0], k), np.int64)
+        for lo in range(0, queries.shape[0], RERANK_ROWS):
+            c = np.sort(cand[lo:lo + RERANK_ROWS], axis=1)  # ties in distance go to the lower index
+            diff = self.bank[c] - queries[lo:lo + RERANK_ROWS, None, :]
+            d2 = (diff * diff).sum(axis=2)
+            order = np.argsort(d2, axis=1, kind="stable")[:, :k]
+            dist[lo:lo + RERANK_ROWS] = np.sqrt(np.take_along_axis(d2, order, axis=1))
+            idx[lo:lo + RERANK_ROWS] = np.take_along_axis(c, order, axis=1)
+        return dist, idx

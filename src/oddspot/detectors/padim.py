@@ -81,6 +81,11 @@ class PaDiM(RunModel):
     def _preprocess(self, batch: list[np.ndarray]) -> torch.Tensor:
         return self.backbone.preprocess_batch(batch, self.config.image_size, self.config.batch_size)
 
+    def _channel_count(self) -> int:
+        """Channels of the configured layers together, from one small probe image through the backbone."""
+        feats = self.extractor(self.backbone.preprocess(np.zeros((1, 32, 32, 3), np.uint8), 32))
+        return int(sum(f.shape[1] for f in feats.values()))
+
     def _features(self, batch: list[np.ndarray]) -> torch.Tensor:
         """B x P x d features (P grid positions, d selected channels) in float64, for the padded batch of B."""
         feats = self.extractor(self._preprocess(batch))
@@ -182,6 +187,10 @@ class PaDiM(RunModel):
             raise OddspotError(f"{record.source}: tensor 'channels' must hold distinct channel indices >= 0; refit the model")
         postprocess = record_postprocess(record)
         model = cls(config, backbone=backbone, device=device)
+        total = model._channel_count()
+        if int(channels.max()) >= total:
+            raise OddspotError(f"{record.source}: tensor 'channels' holds channel {int(channels.max())}, but layers "
+                               f"{list(config.layers)} of {config.backbone} have {total}; refit the model")
         model.mean, model.inv_cov = torch.from_numpy(mean.copy()), torch.from_numpy(inv_cov.copy())
         model.channels = channels.copy()
         model.state = dict(state)

@@ -14,6 +14,7 @@ The conversion moves every tensor into one `model.safetensors` (a cascade's as `
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,11 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 
 from oddspot.calibration import Calibration
+from oddspot.configs import from_mapping
 from oddspot.errors import OddspotError
 from oddspot.files import read_json
 from oddspot.runs.contract import MODEL_FILE, Record
+from oddspot.runs.registry import model_class
 
 TASK = "inspect"
 CALIBRATION_V1 = "calibration.json"
@@ -65,6 +68,12 @@ def _read_tensors(path: Path, names: tuple[str, ...]) -> dict[str, Any]:
     return {n: tensors[n] for n in names}
 
 
+def _complete(kind: str, config: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """`config` with every option (a saved config holds them all): those a 0.1 folder lacks take
+    their defaults, the values 0.1 loaded it with."""
+    return asdict(from_mapping(model_class(TASK, kind).config_class, config, f"{folder / MODEL_FILE}: config"))
+
+
 def _detector_record(folder: Path) -> tuple[Record, list[Path]]:
     """The record of one format-1 detector folder (without its calibration), and the files it replaces."""
     meta = _read_meta(folder)
@@ -72,7 +81,8 @@ def _detector_record(folder: Path) -> tuple[Record, list[Path]]:
     if kind != "cascade":
         filename, names = TENSORS_V1[kind]
         tensors = _read_tensors(folder / filename, names)
-        return Record(TASK, kind, meta["config"], meta["state"], None, tensors, source=str(folder)), [folder / filename]
+        config = _complete(kind, meta["config"], folder)
+        return Record(TASK, kind, config, meta["state"], None, tensors, source=str(folder)), [folder / filename]
     config, state, tensors = dict(meta["config"]), dict(meta["state"]), {}
     for part in PARTS_V1:
         sub, _ = _detector_record(folder / part)
@@ -81,6 +91,7 @@ def _detector_record(folder: Path) -> tuple[Record, list[Path]]:
         config[f"{part}_options"] = sub.config
         state[part] = sub.state
         tensors.update({f"{part}.{k}": v for k, v in sub.tensors.items()})
+    config = _complete(kind, config, folder)
     return Record(TASK, kind, config, state, None, tensors, source=str(folder)), [folder / p for p in PARTS_V1]
 
 

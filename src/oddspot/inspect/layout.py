@@ -16,7 +16,7 @@ import numpy as np
 from oddspot.configs import from_mapping
 from oddspot.data.image_io import read_image
 from oddspot.data.mvtec import SampleRef, category_root, read_mvtec
-from oddspot.data.splits import load_or_create_manifest, select
+from oddspot.data.splits import PROTOCOLS, load_or_create_manifest, select
 from oddspot.errors import OddspotError
 from oddspot.files import read_json
 from oddspot.runs.registry import kinds, model_class
@@ -39,7 +39,7 @@ def build_detector(kind: str, options: dict[str, Any] | None = None, seed: int =
 def read_run_info(run: Path) -> dict[str, Any]:
     """run.json of a run folder, or {} when there is none (a model saved by the library)."""
     path = Path(run) / RUN_FILE
-    if not path.is_file():
+    if not path.exists():  # a folder or FIFO in its place is an error (read_json), not "no run.json"
         return {}
     return read_json(path, "re-run `oddspot inspect fit`")
 
@@ -55,6 +55,9 @@ def split_test_refs(run: Path, data: Path, category: str, split: str | None) -> 
     refs = read_mvtec(data, category)
     info = read_run_info(run)
     protocol = split or info.get("split", "validation")
+    if protocol not in PROTOCOLS:
+        where = "split" if split else f"{Path(run) / RUN_FILE}: split"
+        raise OddspotError(f"{where} must be one of {', '.join(PROTOCOLS)}, got {protocol!r:.40}")
     if protocol == "standard":
         return refs["test"], protocol
     seed = info.get("seed", 0)

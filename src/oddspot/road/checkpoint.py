@@ -91,6 +91,8 @@ def network_from_weights(config: ModelConfig, weights: dict[str, torch.Tensor], 
         if weights[k].dtype != own[k].dtype:
             raise OddspotError(f"{where}: tensor {prefix}{k} is {weights[k].dtype}, expected {own[k].dtype}; "
                                "the weights belong to another model")
+        if k.endswith("running_var") and not bool((weights[k] >= 0).all()):
+            raise OddspotError(f"{where}: tensor {prefix}{k} holds negative variances; the weights are damaged")
     full = dict(model.state_dict())
     full.update(weights)
     model.load_state_dict(full, strict=True)

@@ -25,7 +25,6 @@ The saved folder (the run contract of `oddspot.runs`) holds everything fitted:
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,7 +35,7 @@ import numpy as np
 import torch
 
 from oddspot.calibration import ScoreScale, fit_threshold
-from oddspot.configs import check_range, from_mapping
+from oddspot.configs import check_range, finite_number, from_mapping
 from oddspot.data.streethazards import ANOMALY_CLASS, IGNORE_INDEX, StreetHazardsSplit, load_split
 from oddspot.errors import OddspotError
 from oddspot.features.backbone import default_device
@@ -49,7 +48,7 @@ from oddspot.road.scores import Fusion, Mahalanobis, StandardizedMaxLogit
 from oddspot.road.train import TrainConfig, train
 from oddspot.runs.contract import MODEL_FILE, TENSORS_FILE, Record
 from oddspot.runs.model import RunModel
-from oddspot.runs.prediction import Prediction
+from oddspot.runs.prediction import Prediction, finite_scores
 
 TENSOR_GROUPS = ("network", "sml", "mahalanobis")
 
@@ -108,7 +107,7 @@ def _copy(obj: Any) -> Any:
 
 def _number(value: Any, where: str, positive: bool = False) -> float:
     """A finite JSON number (a positive one with `positive`), or a one-line error."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not finite_number(value):
         raise OddspotError(f"{where}: expected a finite number, got {value!r:.60}; refit the model")
     if positive and value <= 0:
         raise OddspotError(f"{where}: expected a positive number, got {value!r}; refit the model")
@@ -148,6 +147,7 @@ class RoadModel(RunModel):
 
     task: ClassVar[str] = "road"
     kind: ClassVar[str] = "deeplabv3plus"
+    config_class: ClassVar[type] = RoadConfig
 
     def __init__(self, config: RoadConfig | None = None, device: str | torch.device | None = None,
                  **options: Any) -> None:
@@ -277,8 +277,9 @@ class RoadModel(RunModel):
         name = self.config.score
         maps = [self.analyze(im, (name,), f"image {i}").maps[name] for i, im in enumerate(images)]
         threshold = self.pixel_threshold["threshold"]
-        scores = np.array([self.image_score(m) for m in maps], np.float64)
-        normalized, decisions = self.decide(scores)
+        # An image whose map holds a non-finite pixel gets a NaN score: both are refused as damage.
+        scores = np.array([self.image_score(m) if np.isfinite(m).all() else np.nan for m in maps], np.float64)
+        normalized, decisions = self.decide(finite_scores(scores))
         return Prediction(scores, maps, normalized, decisions, [m >= threshold for m in maps])
 
     # the run contract
@@ -307,7 +308,7 @@ class RoadModel(RunModel):
             raise OddspotError(f"RoadModel.load: unknown option(s) {', '.join(sorted(kwargs))}")
         meta_path = f"{record.source}/{MODEL_FILE}"
         where = f"{record.source}/{TENSORS_FILE}"
-        cfg = from_mapping(RoadConfig, record.config, f"{meta_path}: config")
+        cfg = from_mapping(RoadConfig, record.config, f"{meta_path}: config", complete=True)
         model = cls(cfg, device)
         k = cfg.model.num_classes
         stray = sorted(n for n in record.tensors if n.split(".", 1)[0] not in TENSOR_GROUPS)
@@ -337,7 +338,11 @@ class RoadModel(RunModel):
         sml = StandardizedMaxLogit.fitted(sml_mean, sml_std, cfg.scores.sml_min_pixels,
                                           _ints(sml_state.get("counts"), f"{meta_path}: state.sml.counts"),
                                           _ints(sml_state.get("fallback_classes"), f"{meta_path}: state.sml.fallback_classes"))
-        maha = Mahalanobis.fitted(k, means, precision, _ints(maha_state.get("counts"), f"{meta_path}: state.mahalanobis.counts"),
+        maha_counts = _ints(maha_state.get("counts"), f"{meta_path}: state.mahalanobis.counts")
+        if len(maha_counts) != k or min(maha_counts) < 0 or sum(c > 0 for c in maha_counts) != means.shape[0]:
+            raise OddspotError(f"{meta_path}: state.mahalanobis.counts must hold {k} pixel counts >= 0, as many of them "
+                               f"non-zero as tensor 'mahalanobis.means' has rows ({means.shape[0]}); refit the model")
+        maha = Mahalanobis.fitted(k, means, precision, maha_counts,
                                   cfg.scores.pixels_per_class, cfg.scores.seed, cfg.scores.shrinkage, IGNORE_INDEX)
 
         post = record.postprocess

@@ -150,11 +150,14 @@ def load_record(folder: str | Path, task: str | None = None, kind: str | None = 
     if kind is not None and meta["kind"] != kind:
         raise OddspotError(f"{path}: holds a {meta['kind']!r} model, not {kind!r}")
     tpath = folder / TENSORS_FILE
+    info = meta["files"][TENSORS_FILE]
     try:
-        data = tpath.read_bytes()
+        # A folder, FIFO or device in its place is never read, nor a file of another size (it could be huge).
+        if not tpath.is_file():
+            raise OddspotError(f"{tpath}: missing or not a regular file; the model folder is incomplete, refit it")
+        data = tpath.read_bytes() if tpath.stat().st_size == info["size"] else b""
     except OSError as exc:
         raise OddspotError(f"{tpath}: cannot read ({exc.strerror or exc}); the model folder is incomplete, refit it") from None
-    info = meta["files"][TENSORS_FILE]
     if len(data) != info["size"] or sha256(data) != info["sha256"]:
         raise OddspotError(f"{tpath}: size or sha256 does not match {MODEL_FILE}; the file was changed or damaged, "
                            "restore it or refit the model")

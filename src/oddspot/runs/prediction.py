@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from oddspot.errors import OddspotError
+
 
 @dataclass
 class Prediction:
@@ -26,3 +28,16 @@ class Prediction:
     decisions: np.ndarray | None = None
     masks: list[np.ndarray] | None = None
     name: str | None = None
+
+
+def finite_scores(scores: np.ndarray, what: str = "image") -> np.ndarray:
+    """`scores`, when every one is a finite number; else a one-line error.
+
+    A fitted model makes finite scores from any input; NaN or infinity comes from tensors that were
+    damaged or edited under a matching hash, and would silently turn into "normal" decisions.
+    """
+    bad = np.flatnonzero(~np.isfinite(np.asarray(scores, dtype=np.float64)))
+    if bad.size:
+        raise OddspotError(f"the model scored {what} {int(bad[0])} as {float(scores[bad[0]])} ({bad.size} non-finite "
+                           "scores); its tensors are damaged, refit the model")
+    return scores

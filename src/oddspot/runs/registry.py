@@ -12,6 +12,7 @@ from typing import Any
 
 from oddspot.errors import OddspotError
 from oddspot.runs.contract import MODEL_FILE, TASKS, load_record
+from oddspot.runs.model import build_from_record
 
 MODELS: dict[tuple[str, str], str] = {
     ("inspect", "patchcore"): "oddspot.detectors.patchcore:PatchCore",
@@ -51,4 +52,4 @@ def load_model(folder: str | Path, task: str | None = None, **kwargs: Any) -> An
     if key not in MODELS:
         raise OddspotError(f"{Path(folder) / MODEL_FILE}: unknown {record.task} model kind {record.kind!r}; "
                            f"this oddspot knows {', '.join(kinds(record.task))}")
-    return model_class(*key).from_record(record, **kwargs)
+    return build_from_record(model_class(*key), record, **kwargs)

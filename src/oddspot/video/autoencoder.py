@@ -329,7 +329,7 @@ class FrameAutoencoder(VideoDetector):
         for c in self.components:
             entry = table[c]
             kind = entry.get("type") if isinstance(entry, dict) else None
-            if kind not in types:
+            if not isinstance(kind, str) or kind not in types:
                 raise OddspotError(f"{source}: transforms.{c}.type must be PowerTransform or Standardizer; refit the model")
             fields_ = {k: v for k, v in entry.items() if k != "type"}
             self.transforms[c] = types[kind].from_dict(fields_, f"{source}: transforms.{c}")

@@ -23,7 +23,7 @@ from oddspot.errors import OddspotError
 from oddspot.progress import track
 from oddspot.runs.contract import MODEL_FILE, TENSORS_FILE, Record, to_numpy
 from oddspot.runs.model import RunModel
-from oddspot.runs.prediction import Prediction
+from oddspot.runs.prediction import Prediction, finite_scores
 from oddspot.video.postprocess import MAX_SIGMA, NORMALIZATIONS, PROTOCOLS, ScorePostprocessor
 
 V = TypeVar("V", bound="VideoDetector")
@@ -80,6 +80,8 @@ def load_module_tensors(module: nn.Module, tensors: dict[str, np.ndarray], prefi
                                f"{tuple(target.shape)} for this configuration; refit the model")
         if torch.from_numpy(np.zeros(0, t.dtype)).dtype != target.dtype:
             raise OddspotError(f"{where}: tensor {prefix + name!r} is {t.dtype}, expected {target.dtype}; refit the model")
+        if name.endswith("running_var") and not (t >= 0).all():
+            raise OddspotError(f"{where}: tensor {prefix + name!r} holds negative variances; refit the model")
     module.load_state_dict({name: torch.from_numpy(tensors[name].copy()) for name in own}, strict=True)
 
 
@@ -174,7 +176,8 @@ class VideoDetector(RunModel):
         out = []
         for video in videos:
             raw, maps = self._score_frames(np.asarray(video.frames(self.size)), with_maps=with_maps)
-            normalized = self.post(raw, protocol=protocol)
+            normalized = finite_scores(self.post(finite_scores(raw, f"video {video.video_id}, frame"), protocol=protocol),
+                                       f"video {video.video_id}, frame")
             out.append(Prediction(scores=raw, maps=None if maps is None else list(maps), normalized=normalized,
                                   decisions=self.post.decide(normalized, protocol), name=video.video_id))
         return out
@@ -205,7 +208,7 @@ class VideoDetector(RunModel):
     def from_record(cls: type[V], record: Record, device: str | torch.device = "cpu") -> V:
         """Rebuild a fitted model from a checked record (`load` / `oddspot.runs.registry.load_model`)."""
         where = f"{record.source}/{MODEL_FILE}"
-        config = from_mapping(cls.config_class, record.config, f"{where}: config")
+        config = from_mapping(cls.config_class, record.config, f"{where}: config", complete=True)
         model = cls(config, device=device)
         model.post = ScorePostprocessor.from_dict(record.postprocess, f"{where}: postprocess")
         if (model.post.sigma, model.post.normalization) != (config.sigma, config.normalization):

@@ -299,6 +299,9 @@ class MotionDetector(VideoDetector):
         if bank.shape[0] < 1 or bank.shape[1] != width:
             raise OddspotError(f"{where}: tensor 'bank' has shape {bank.shape}, expected (rows >= 1, {width}) "
                                "for this configuration; refit the model")
+        if self.bank_info.get("bank", bank.shape[0]) != bank.shape[0]:
+            raise OddspotError(f"{where}: tensor 'bank' has {bank.shape[0]} rows, but state.bank says "
+                               f"{self.bank_info['bank']}; the folder mixes parts of different models, refit it")
         background = record.tensor("background", ndim=2, dtype=np.float32)
         if background.shape != tuple(self.config.size):
             raise OddspotError(f"{where}: tensor 'background' has shape {background.shape}, expected "

@@ -10,11 +10,13 @@ up: the upgraded post-processor has `threshold: null` (and `threshold_quantile: 
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
+from oddspot.configs import from_mapping
 from oddspot.errors import OddspotError
 from oddspot.files import read_json
 from oddspot.runs.contract import MODEL_FILE, Record
@@ -60,6 +62,9 @@ def record_from_v1(folder: Path) -> tuple[Record, list[Path]]:
     note = UPGRADE_NOTE.format(version=meta.get("oddspot_version", "0.1"))
     fit_info = {**meta.get("fit_info", {}), "upgraded_from": note}
     state = {**meta.get("state", {}), "fit_info": fit_info}
-    record = Record("video", kind, dict(meta["config"]), state, postprocess, tensors, source=str(folder))
+    # A saved config holds every option: those 0.1 did not have take the values 0.1 worked with.
+    config = asdict(from_mapping(KINDS_V1[kind].config_class, {"threshold_quantile": None, **meta["config"]},
+                                 f"{path}: config"))
+    record = Record("video", kind, config, state, postprocess, tensors, source=str(folder))
     KINDS_V1[kind].from_record(record)
     return record, [weights]
