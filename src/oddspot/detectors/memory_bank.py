@@ -287,11 +287,16 @@ class KNNIndex:
         _, cand = self._index.search(queries, min(k + RERANK, self.bank.shape[0]))
         dist = np.empty((queries.shape[0], k), np.float32)
         idx = np.empty((queries.shape[0], k), np.int64)
+        cand = np.sort(cand, axis=1)  # ties in distance go to the lower index
         for lo in range(0, queries.shape[0], RERANK_ROWS):
-            c = np.sort(cand[lo:lo + RERANK_ROWS], axis=1)  # ties in distance go to the lower index
-            diff = self.bank[c] - queries[lo:lo + RERANK_ROWS, None, :]
-            d2 = (diff * diff).sum(axis=2)
-            order = np.argsort(d2, axis=1, kind="stable")[:, :k]
+            c = cand[lo:lo + RERANK_ROWS]
+            diff = self.bank[c]
+            diff -= queries[lo:lo + RERANK_ROWS, None, :]
+            d2 = np.einsum("qmc,qmc->qm", diff, diff)
+            if k == 1:
+                order = np.argmin(d2, axis=1)[:, None]  # the first minimum: the lower index on ties
+            else:
+                order = np.argsort(d2, axis=1, kind="stable")[:, :k]
             dist[lo:lo + RERANK_ROWS] = np.sqrt(np.take_along_axis(d2, order, axis=1))
             idx[lo:lo + RERANK_ROWS] = np.take_along_axis(c, order, axis=1)
         return dist, idx
