@@ -59,14 +59,23 @@ def max_pixels_option(fn: Callable) -> Callable:
                              "decoding; a larger file is skipped and listed in errors.csv.")(run)
 
 
+MAX_CONFIG_BYTES = 2**20
+
+
 def read_yaml_mapping(path: Path, what: str = "--config") -> dict[str, Any]:
     """A YAML file holding one mapping; anything else is a one-line error naming the file."""
     import yaml
 
-    if not path.is_file():
+    if not path.exists():
         raise OddspotError(f"{path}: config file not found; check {what}")
+    if path.is_dir():
+        raise OddspotError(f"{path}: is a folder; {what} takes a YAML file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as fh:  # a pipe such as <(...) is fine; /dev/zero is bounded
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise OddspotError(f"{path}: larger than {MAX_CONFIG_BYTES // 2**20} MB; {what} takes a small YAML file")
+        data = yaml.safe_load(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise OddspotError(f"{path}: invalid YAML ({first}); fix {what}") from None
