@@ -113,6 +113,14 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
 MARKER_FILE = ".oddspot"
 # A folder oddspot may replace holds one of these (its marker, or a file of an older oddspot).
 _OWNED = (MARKER_FILE, "model.json", "metrics.json", "split.json")
+# What oddspot writes at the top of a run or output folder: a folder without the marker (written
+# before it existed) may be replaced only when it holds nothing else.
+_KNOWN = frozenset({
+    *_OWNED, "model.safetensors", "run.json", "scores.csv", "curves.json", "errors.csv", "gallery", "heatmaps",
+    "masks", "maps", "panels", "report.html", "score_curves.png", "state", "history.json", "data", "runs", "eval",
+    "models", "memory_bank.safetensors", "padim.safetensors", "calibration.json", "config.json", "scores",
+    "weights.safetensors", "evaluation.json", "scores.json", "train_summary.json", "gate", "localizer",
+})
 _LEFTOVER = re.compile(r"oddspot-(tmp|old)-\d+-[0-9a-f]{8}")
 _MARKER_TEXT = '{"written_by": "oddspot"}\n'
 
@@ -193,10 +201,18 @@ def check_out_folder(out: str | os.PathLike[str], inputs: Iterable[str | os.Path
         if item is not None and (_real(item) == target or target in _real(item).parents):
             raise OddspotError(f"--out {shown}: holds the input {item} (writing the outputs would replace it); "
                                "choose a folder apart from the inputs")
-    if target.is_dir() and any(target.iterdir()) and not any(os.path.lexists(target / n) for n in _OWNED):
+    if target.is_dir() and not _replaceable(target):
         raise OddspotError(f"--out {shown}: holds files oddspot did not write; choose a new or empty folder "
                            "(nothing was deleted)")
     return target
+
+
+def _replaceable(target: Path) -> bool:
+    """True for an empty folder, one with oddspot's marker, or an older oddspot folder holding only its files."""
+    names = {p.name for p in target.iterdir()}
+    if not names or MARKER_FILE in names:
+        return True
+    return bool(names & set(_OWNED)) and names <= _KNOWN
 
 
 def claim_folder(out: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str] | None] = ()) -> Path:

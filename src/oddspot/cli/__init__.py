@@ -35,6 +35,11 @@ class OddspotGroup(click.Group):
         except OddspotError as exc:
             click.echo(f"error: {safe_text(str(exc))}", err=True)
             sys.exit(2)
+        except OSError as exc:  # a file system that refuses a write (read-only, full, gone) is bad input too
+            where = exc.filename if exc.filename is not None else "a file"
+            click.echo(f"error: {safe_text(str(where))}: {exc.strerror or exc}; check the path, its "
+                       "permissions and free space", err=True)
+            sys.exit(2)
 
     def main(self, *args, **kwargs):  # type: ignore[override]
         if kwargs.get("standalone_mode", True) is False:

@@ -21,8 +21,12 @@ def report_cmd(folder: Path, top: int, thumb: int | None, out: Path | None) -> N
     Reads only the files evaluate wrote (metrics.json, scores.csv, curves.json, gallery/): the
     model and the dataset are not needed.
     """
+    from oddspot.errors import OddspotError
     from oddspot.report import write_report
 
+    if out is not None and (out.suffix.lower() not in (".html", ".htm") or out.is_dir()):
+        raise OddspotError(f"-o {out}: the report is one .html file; pass a file name ending in .html "
+                           "(nothing was overwritten)")
     path = write_report(folder, top_k=top, output=out, thumb=thumb, warn=lambda m: click.echo(m, err=True))
     click.echo(f"report: {path} ({path.stat().st_size / 1e6:.2f} MB)")
 

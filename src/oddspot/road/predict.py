@@ -81,12 +81,12 @@ def predict(model: RoadModel, images: Sequence[str | os.PathLike[str]], out_dir:
     for path in track(files, "predict"):
         try:
             image = read_image(path, reduce_to=DECODE_PIXELS)
+            result = model.analyze(image, names, str(path))  # a too-small image is refused here
         except OddspotError as exc:
             errors.append([str(path), str(exc)])
             log(f"skipped: {safe_text(str(exc))}")
             continue
         stem = unique_stem(path.stem, used)
-        result = model.analyze(image, names, str(path))
         dmap = result.maps[score]
         for name in dict.fromkeys((score, *save_scores)):
             write_npy(out_dir / f"{stem}_{name}.npy", result.maps[name].astype(np.float32))
