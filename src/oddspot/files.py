@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from oddspot.errors import OddspotError
+from oddspot.paths import check_out, real_path
 
 try:
     import fcntl
@@ -144,10 +145,6 @@ def _sibling(target: Path, role: str) -> Path:
     return target.with_name(f".{target.name}.oddspot-{role}-{os.getpid()}-{secrets.token_hex(4)}")
 
 
-def _real(path: str | os.PathLike[str]) -> Path:
-    return Path(os.path.realpath(os.path.abspath(path)))
-
-
 def recover_folder(folder: str | os.PathLike[str]) -> None:
     """Settle what an interrupted commit of `folder` left next to it (deterministic and idempotent).
 
@@ -155,7 +152,7 @@ def recover_folder(folder: str | os.PathLike[str]) -> None:
     absent, the first old sibling (by name) is renamed back to `folder` (the complete folder of
     before the commit); every other leftover (stages, old folders) is deleted.
     """
-    target = _real(folder)
+    target = real_path(folder)
     prefix = f".{target.name}."
     try:
         names = sorted(n for n in os.listdir(target.parent)
@@ -188,19 +185,16 @@ def check_out_folder(out: str | os.PathLike[str], inputs: Iterable[str | os.Path
     shown = Path(out)
     if os.path.lexists(shown) and not shown.is_dir():
         raise OddspotError(f"--out {shown}: is a file, not a folder; choose a folder")
-    target = _real(shown)
+    target = real_path(shown)
     try:
-        home: Path | None = _real(Path.home())
+        home: Path | None = real_path(Path.home())
     except (RuntimeError, KeyError):
         home = None
-    cwd = _real(os.getcwd())
+    cwd = real_path(os.getcwd())
     if target == Path(target.anchor) or target == home or target == cwd or target in cwd.parents:
         raise OddspotError(f"--out {shown}: is the current folder, one of its parents or the home folder; "
                            "choose a new folder (nothing was deleted)")
-    for item in inputs:
-        if item is not None and (_real(item) == target or target in _real(item).parents):
-            raise OddspotError(f"--out {shown}: holds the input {item} (writing the outputs would replace it); "
-                               "choose a folder apart from the inputs")
+    check_out(shown, inputs)
     if target.is_dir() and not _replaceable(target):
         raise OddspotError(f"--out {shown}: holds files oddspot did not write; choose a new or empty folder "
                            "(nothing was deleted)")

@@ -9,7 +9,7 @@ from pathlib import Path
 from oddspot.errors import OddspotError
 
 
-def _real(path: str | os.PathLike[str]) -> Path:
+def real_path(path: str | os.PathLike[str]) -> Path:
     """The absolute path with every symlink resolved (for a path that does not exist yet, of its parents)."""
     return Path(os.path.realpath(os.path.abspath(path)))
 
@@ -30,11 +30,11 @@ def check_out(out: str | os.PathLike[str] | None, inputs: Iterable[str | os.Path
     out_path = Path(out)
     if out_path.exists() and not out_path.is_dir():
         raise OddspotError(f"{option} {out_path}: is a file, not a folder; choose a folder")
-    real_out = _real(out_path)
+    real_out = real_path(out_path)
     for item in inputs:
         if item is None:
             continue
-        real_in = _real(item)
+        real_in = real_path(item)
         if real_out == real_in:
             raise OddspotError(f"{option} {out_path}: is the input {item}; choose another folder")
         if _within(real_out, real_in):
@@ -51,6 +51,6 @@ def inside(out: str | os.PathLike[str], relative: str | os.PathLike[str]) -> Pat
     if rel.is_absolute() or ".." in rel.parts:
         raise OddspotError(f"{relative}: output path would leave {out}; rename the input")
     target = Path(out) / rel
-    if not _within(_real(target), _real(out)):
+    if not _within(real_path(target), real_path(out)):
         raise OddspotError(f"{relative}: output path would leave {out} (through a link); remove the link")
     return target
