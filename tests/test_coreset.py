@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from oddspot.detectors.memory_bank import KNNIndex, _greedy_k_center, greedy_coreset, random_projection
+from oddspot.detectors.memory_bank import _greedy_k_center, greedy_coreset, random_projection
+from oddspot.neighbors import KNNIndex
 from oddspot.errors import OddspotError
 
 

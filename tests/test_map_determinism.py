@@ -10,7 +10,7 @@ import torch
 from oddspot.data.demo_dataset import build_demo_dataset
 from oddspot.data.mvtec import read_mvtec
 from oddspot.detectors import Cascade, PaDiM, PatchCore
-from oddspot.detectors.memory_bank import KNNIndex
+from oddspot.neighbors import KNNIndex
 from oddspot.imaging import gaussian_blur
 
 BATCH = 8

@@ -74,7 +74,7 @@ def check_patchcore(model: PatchCore, images: list[np.ndarray], k: int, scoring:
     pred = model.predict(images)
     bank = model.memory_bank.astype(np.float64)
     for i, image in enumerate(images):
-        feats = model.patch_features(model._preprocess([image]))[0].numpy()  # the model's own features, h x w x C
+        feats = model.patch_features([image])[0]  # the model's own features, h x w x C
         h, w, c = feats.shape
         queries = feats.reshape(-1, c)
         patch = ref.knn_mean(queries, bank, k)

@@ -1,8 +1,13 @@
-"""Inspect detectors (PatchCore, PaDiM, Cascade) on the run contract, and the Detector protocol."""
+"""Inspect detectors (PatchCore, PaDiM, Cascade) on the run contract, and the Detector protocol.
 
-from oddspot.detectors.base import Detector, Prediction
-from oddspot.detectors.cascade import Cascade, CascadeConfig
-from oddspot.detectors.padim import PaDiM, PaDiMConfig
-from oddspot.detectors.patchcore import PatchCore, PatchCoreConfig
+Names are imported on first use (`oddspot.lazy`): the torch-free parts (`base`, `patchcore_head`)
+can be used without importing torch.
+"""
+
+from oddspot.lazy import lazy_exports
 
 __all__ = ["Cascade", "CascadeConfig", "Detector", "PaDiM", "PaDiMConfig", "PatchCore", "PatchCoreConfig", "Prediction"]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "Cascade": "cascade", "CascadeConfig": "cascade", "Detector": "base", "PaDiM": "padim", "PaDiMConfig": "padim",
+    "PatchCore": "patchcore", "PatchCoreConfig": "patchcore_head", "Prediction": "base",
+})

@@ -1,4 +1,4 @@
-"""Memory banks of normal patch features: greedy k-center coreset selection and exact kNN search.
+"""Memory banks of normal patch features: greedy k-center coreset selection (search: `oddspot.neighbors`).
 
 The coreset is Gonzalez's farthest-first traversal (the greedy k-center used by PatchCore) on a
 seeded random projection of the features. It makes the same picks as the textbook loop, which
@@ -255,48 +255,3 @@ def greedy_coreset(features: np.ndarray, ratio: float, seed: int = 0, projection
     projected = random_projection(features, projection_dim, seed)
     start = int(np.random.default_rng(seed).integers(n))
     return _greedy_k_center(projected, k, start, stats=stats)
-
-
-RERANK = 4  # extra candidates faiss returns per query, re-ranked by exact distances
-RERANK_ROWS = 4096  # queries re-ranked at once (bounds the candidates' memory)
-
-
-class KNNIndex:
-    """Exact Euclidean nearest-neighbour search over a memory bank (faiss flat index).
-
-    faiss computes distances with matrix products whose rounding depends on where a query sits
-    in its block, so the same patch could score differently (by ~1e-5) with other patches around
-    it. Its `k + RERANK` best candidates are therefore re-ranked by distances recomputed from
-    differences, row by row: a query's distances and neighbours never depend on the other queries.
-    """
-
-    def __init__(self, bank: np.ndarray) -> None:
-        import faiss
-
-        bank = np.ascontiguousarray(bank, dtype=np.float32)
-        if bank.ndim != 2 or bank.shape[0] == 0:
-            raise OddspotError(f"memory bank must be a non-empty N x D matrix, got shape {bank.shape}")
-        self.bank = bank
-        self._index = faiss.IndexFlatL2(bank.shape[1])
-        self._index.add(bank)
-
-    def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Return (distances, indices), each Q x k, distances Euclidean (not squared), ascending."""
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
-        k = min(k, self.bank.shape[0])
-        _, cand = self._index.search(queries, min(k + RERANK, self.bank.shape[0]))
-        dist = np.empty((queries.shape[0], k), np.float32)
-        idx = np.empty((queries.shape[0], k), np.int64)
-        cand = np.sort(cand, axis=1)  # ties in distance go to the lower index
-        for lo in range(0, queries.shape[0], RERANK_ROWS):
-            c = cand[lo:lo + RERANK_ROWS]
-            diff = self.bank[c]
-            diff -= queries[lo:lo + RERANK_ROWS, None, :]
-            d2 = np.einsum("qmc,qmc->qm", diff, diff)
-            if k == 1:
-                order = np.argmin(d2, axis=1)[:, None]  # the first minimum: the lower index on ties
-            else:
-                order = np.argsort(d2, axis=1, kind="stable")[:, :k]
-            dist[lo:lo + RERANK_ROWS] = np.sqrt(np.take_along_axis(d2, order, axis=1))
-            idx[lo:lo + RERANK_ROWS] = np.take_along_axis(c, order, axis=1)
-        return dist, idx

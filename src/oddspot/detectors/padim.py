@@ -25,7 +25,7 @@ from oddspot.detectors.base import (
 )
 from oddspot.errors import OddspotError
 from oddspot.features import Backbone, FeatureExtractor, build_backbone
-from oddspot.imaging import resize_map, upsample_and_blur
+from oddspot.imaging import anomaly_maps
 from oddspot.progress import track
 from oddspot.runs.contract import Record
 from oddspot.runs.model import RunModel
@@ -151,11 +151,11 @@ class PaDiM(RunModel):
                                    f"{self.mean.shape[0]}; use the backbone the model was fitted with")
             diff = feats.float() - self.mean[None]
             dist = torch.einsum("npi,pij,npj->np", diff, self.inv_cov, diff).clamp_(min=0).sqrt_()
-            grid = dist.view(dist.shape[0], *self._grid)
-            full = upsample_and_blur(grid, (cfg.image_size, cfg.image_size), cfg.blur_sigma)[: len(batch)]
-            scores.append(full.flatten(1).max(1).values.numpy())
+            grid = dist.view(dist.shape[0], *self._grid)[: len(batch)].numpy()
+            full = anomaly_maps(grid, cfg.image_size, cfg.blur_sigma, [(cfg.image_size, cfg.image_size)] * len(batch))
+            scores.append(np.array([m.max() for m in full], dtype=np.float32))
             if out_maps is not None:
-                out_maps.extend(resize_map(full[i].numpy(), img.shape[:2]) for i, img in enumerate(batch))
+                out_maps.extend(anomaly_maps(grid, cfg.image_size, cfg.blur_sigma, [img.shape[:2] for img in batch]))
         return finish(Prediction(np.concatenate(scores).astype(np.float64), out_maps), self.postprocess)
 
     def to_record(self) -> Record:

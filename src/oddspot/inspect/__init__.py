@@ -9,13 +9,15 @@ scores, maps and calibrated decisions -> metrics and the evaluation record -> fi
 - `demo(out)` / `data(out)`: the offline texture demo, and its dataset alone.
 """
 
-from oddspot.inspect.evaluation import evaluate
-from oddspot.inspect.fitting import calibrate_model, fit, recalibrate
-from oddspot.inspect.layout import RUN_FILE, SPLIT_FILE, build_detector, load_images, read_run_info, split_test_refs
-from oddspot.inspect.quickstart import data, demo
-from oddspot.inspect.scoring import collect_inputs, predict
+from oddspot.lazy import lazy_exports
 
 __all__ = [
     "RUN_FILE", "SPLIT_FILE", "build_detector", "calibrate_model", "collect_inputs", "data", "demo", "evaluate", "fit",
     "load_images", "predict", "read_run_info", "recalibrate", "split_test_refs",
 ]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "evaluate": "evaluation", "calibrate_model": "fitting", "fit": "fitting", "recalibrate": "fitting", "RUN_FILE":
+    "layout", "SPLIT_FILE": "layout", "build_detector": "layout", "load_images": "layout", "read_run_info":
+    "layout", "split_test_refs": "layout", "data": "quickstart", "demo": "quickstart", "collect_inputs": "scoring",
+    "predict": "scoring",
+})

@@ -10,16 +10,17 @@ Score functions (`msp`, `max_logit`, `energy`, `entropy`) are pure functions of 
 scores (`StandardizedMaxLogit`, `Mahalanobis`, `Fusion`) are stored with the model.
 """
 
-from oddspot.road.augment import AugmentConfig
-from oddspot.road.estimator import RoadConfig, RoadModel
-from oddspot.road.model import DeepLabV3Plus, ModelConfig
-from oddspot.road.scorer import SCORE_NAMES, RoadScorer, ScoreConfig, fit_scorer
-from oddspot.road.scores import Fusion, Mahalanobis, StandardizedMaxLogit, energy, entropy, max_logit, msp
-from oddspot.road.thresholds import choose_threshold, threshold_sensitivity
-from oddspot.road.train import TrainConfig
+from oddspot.lazy import lazy_exports
 
 __all__ = [
     "SCORE_NAMES", "AugmentConfig", "DeepLabV3Plus", "Fusion", "Mahalanobis", "ModelConfig", "RoadConfig", "RoadModel",
     "RoadScorer", "ScoreConfig", "StandardizedMaxLogit", "TrainConfig", "choose_threshold", "energy", "entropy",
     "fit_scorer", "max_logit", "msp", "threshold_sensitivity",
 ]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "AugmentConfig": "augment", "RoadConfig": "estimator", "RoadModel": "estimator", "DeepLabV3Plus": "model",
+    "ModelConfig": "model", "SCORE_NAMES": "scorer", "RoadScorer": "scorer", "ScoreConfig": "scorer", "fit_scorer":
+    "scorer", "Fusion": "scores", "Mahalanobis": "scores", "StandardizedMaxLogit": "scores", "energy": "scores",
+    "entropy": "scores", "max_logit": "scores", "msp": "scores", "choose_threshold": "thresholds",
+    "threshold_sensitivity": "thresholds", "TrainConfig": "train",
+})

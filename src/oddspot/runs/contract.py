@@ -3,6 +3,8 @@
     model.json         format_version 2, oddspot_version, task, kind, config, state, postprocess,
                        and the sha256 and size of every tensor file
     model.safetensors  every tensor of the model
+    <graph files>      only in an exported folder (`oddspot export`): the network as an OpenVINO
+                       or ONNX graph, described by model.json's `graph` and hashed in `files`
 
 `model.json` is written last and names the hash of the tensor file it goes with, so a folder
 whose writing was interrupted, or whose tensors were changed afterwards, is refused on load
@@ -46,6 +48,8 @@ class Record:
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
     oddspot_version: str = __version__
     source: str = "<memory>"
+    graph: dict[str, Any] | None = None
+    blobs: dict[str, bytes] = field(default_factory=dict)
 
     def tensor(self, name: str, ndim: int | None = None, dtype: Any | None = None) -> np.ndarray:
         """The tensor `name`, checked for presence, rank and dtype (one-line error naming the file)."""
@@ -88,6 +92,11 @@ def save_record(folder: str | Path, record: Record) -> Path:
         raise OddspotError(f"{folder}: exists and is not a folder; pass a folder for the model")
     data = st_save(to_numpy(record.tensors))
     atomic_write_bytes(folder / TENSORS_FILE, data)
+    files = {TENSORS_FILE: {"sha256": sha256(data), "size": len(data)}}
+    for name, blob in record.blobs.items():
+        _check_file_name(name, folder / MODEL_FILE)
+        atomic_write_bytes(folder / name, blob)
+        files[name] = {"sha256": sha256(blob), "size": len(blob)}
     meta = {
         "format_version": FORMAT_VERSION,
         "oddspot_version": record.oddspot_version,
@@ -96,8 +105,10 @@ def save_record(folder: str | Path, record: Record) -> Path:
         "config": record.config,
         "state": record.state,
         "postprocess": record.postprocess,
-        "files": {TENSORS_FILE: {"sha256": sha256(data), "size": len(data)}},
+        "files": files,
     }
+    if record.graph is not None:
+        meta["graph"] = record.graph
     write_json(folder / MODEL_FILE, meta)
     return folder
 
@@ -132,11 +143,42 @@ def read_model_json(folder: str | Path) -> dict[str, Any]:
         raise OddspotError(f"{path}: field postprocess must be an object or null")
     if meta["task"] not in TASKS:
         raise OddspotError(f"{path}: task {meta['task']!r} unknown; this oddspot knows {', '.join(TASKS)}")
-    info = meta["files"].get(TENSORS_FILE)
-    if (not isinstance(info, dict) or not isinstance(info.get("sha256"), str) or len(info["sha256"]) != 64
-            or isinstance(info.get("size"), bool) or not isinstance(info.get("size"), int)):
+    if TENSORS_FILE not in meta["files"]:
         raise OddspotError(f"{path}: files.{TENSORS_FILE} must hold its sha256 and size; the file is damaged, refit the model")
+    for name, info in meta["files"].items():
+        _check_file_name(name, path)
+        if (not isinstance(info, dict) or not isinstance(info.get("sha256"), str) or len(info["sha256"]) != 64
+                or isinstance(info.get("size"), bool) or not isinstance(info.get("size"), int) or info["size"] < 0):
+            raise OddspotError(f"{path}: files.{name} must hold its sha256 and size; the file is damaged, refit the model")
+    graph = meta.get("graph")
+    if graph is not None and not isinstance(graph, dict):
+        raise OddspotError(f"{path}: field graph must be an object; the file is damaged, export the model again")
+    if graph is None and len(meta["files"]) > 1:
+        raise OddspotError(f"{path}: lists files other than {TENSORS_FILE} but no graph; the file is damaged, refit the model")
     return meta
+
+
+def _check_file_name(name: Any, where: Path) -> None:
+    """A file of a model folder is named by a plain file name inside the folder: never a path."""
+    if (not isinstance(name, str) or not name or name in (".", "..", MODEL_FILE) or "/" in name or "\\" in name
+            or name.startswith(".") or any(ord(ch) < 32 for ch in name)):
+        raise OddspotError(f"{where}: file name {str(name)!r:.60} is not a plain file name of the folder; the file is damaged")
+
+
+def _read_checked(folder: Path, name: str, info: dict[str, Any]) -> bytes:
+    """The bytes of one listed file of a model folder, verified against its size and sha256."""
+    fpath = folder / name
+    try:
+        # A folder, FIFO or device in its place is never read, nor a file of another size (it could be huge).
+        if not fpath.is_file():
+            raise OddspotError(f"{fpath}: missing or not a regular file; the model folder is incomplete, refit it")
+        data = fpath.read_bytes() if fpath.stat().st_size == info["size"] else b""
+    except OSError as exc:
+        raise OddspotError(f"{fpath}: cannot read ({exc.strerror or exc}); the model folder is incomplete, refit it") from None
+    if len(data) != info["size"] or sha256(data) != info["sha256"]:
+        raise OddspotError(f"{fpath}: size or sha256 does not match {MODEL_FILE}; the file was changed or damaged, "
+                           "restore it or refit the model")
+    return data
 
 
 def load_record(folder: str | Path, task: str | None = None, kind: str | None = None) -> Record:
@@ -150,17 +192,8 @@ def load_record(folder: str | Path, task: str | None = None, kind: str | None = 
     if kind is not None and meta["kind"] != kind:
         raise OddspotError(f"{path}: holds a {meta['kind']!r} model, not {kind!r}")
     tpath = folder / TENSORS_FILE
-    info = meta["files"][TENSORS_FILE]
-    try:
-        # A folder, FIFO or device in its place is never read, nor a file of another size (it could be huge).
-        if not tpath.is_file():
-            raise OddspotError(f"{tpath}: missing or not a regular file; the model folder is incomplete, refit it")
-        data = tpath.read_bytes() if tpath.stat().st_size == info["size"] else b""
-    except OSError as exc:
-        raise OddspotError(f"{tpath}: cannot read ({exc.strerror or exc}); the model folder is incomplete, refit it") from None
-    if len(data) != info["size"] or sha256(data) != info["sha256"]:
-        raise OddspotError(f"{tpath}: size or sha256 does not match {MODEL_FILE}; the file was changed or damaged, "
-                           "restore it or refit the model")
+    data = _read_checked(folder, TENSORS_FILE, meta["files"][TENSORS_FILE])
+    blobs = {name: _read_checked(folder, name, info) for name, info in meta["files"].items() if name != TENSORS_FILE}
     try:
         tensors = st_load(data)
     except (SafetensorError, ValueError, OSError) as exc:
@@ -169,4 +202,4 @@ def load_record(folder: str | Path, task: str | None = None, kind: str | None = 
         if t.dtype.kind == "f" and not np.isfinite(t).all():
             raise OddspotError(f"{tpath}: tensor {name!r} holds NaN or infinite values; refit the model")
     return Record(meta["task"], meta["kind"], meta["config"], meta["state"], meta["postprocess"], tensors,
-                  meta["oddspot_version"], str(folder))
+                  meta["oddspot_version"], str(folder), meta.get("graph"), blobs)

@@ -23,6 +23,11 @@ MODELS: dict[tuple[str, str], str] = {
     ("video", "autoencoder"): "oddspot.video.autoencoder:FrameAutoencoder",
 }
 
+# Exported folders (`oddspot export`): the same task and kind, run by a torch-free class.
+EXPORTED: dict[tuple[str, str], str] = {
+    ("inspect", "patchcore"): "oddspot.runtime.patchcore:ExportedPatchCore",
+}
+
 
 def kinds(task: str) -> tuple[str, ...]:
     """The model kinds of `task`, in registry order."""
@@ -52,4 +57,10 @@ def load_model(folder: str | Path, task: str | None = None, **kwargs: Any) -> An
     if key not in MODELS:
         raise OddspotError(f"{Path(folder) / MODEL_FILE}: unknown {record.task} model kind {record.kind!r}; "
                            f"this oddspot knows {', '.join(kinds(record.task))}")
+    if record.graph is not None:
+        if key not in EXPORTED:
+            raise OddspotError(f"{Path(folder) / MODEL_FILE}: an exported {record.task} {record.kind} model, which this "
+                               "oddspot cannot run; use the oddspot version that exported it")
+        module, name = EXPORTED[key].split(":")
+        return build_from_record(getattr(importlib.import_module(module), name), record, **kwargs)
     return build_from_record(model_class(*key), record, **kwargs)

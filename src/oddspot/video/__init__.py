@@ -18,12 +18,7 @@ Imports inside the package are one-way: `postprocess` <- `base` <- `motion`, `au
 `demo`, `pipeline`; `base` never imports the models built on it.
 """
 
-from oddspot.video.autoencoder import AutoencoderConfig, FrameAutoencoder
-from oddspot.video.base import VideoDetector
-from oddspot.video.datasets import decode_videos, open_video_dataset, open_videos
-from oddspot.video.evaluate import evaluate_video_scores, write_evaluation, write_score_curves
-from oddspot.video.motion import MotionConfig, MotionDetector
-from oddspot.video.postprocess import ScorePostprocessor
+from oddspot.lazy import lazy_exports
 
 __all__ = [
     "AutoencoderConfig",
@@ -39,3 +34,9 @@ __all__ = [
     "write_evaluation",
     "write_score_curves",
 ]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "AutoencoderConfig": "autoencoder", "FrameAutoencoder": "autoencoder", "VideoDetector": "base", "decode_videos":
+    "datasets", "open_video_dataset": "datasets", "open_videos": "datasets", "evaluate_video_scores": "evaluate",
+    "write_evaluation": "evaluate", "write_score_curves": "evaluate", "MotionConfig": "motion", "MotionDetector":
+    "motion", "ScorePostprocessor": "postprocess",
+})

@@ -232,7 +232,8 @@ class MotionDetector(VideoDetector):
         return rows.reshape(-1, c + 4).numpy()
 
     def _fit_model(self, segments: list[np.ndarray]) -> None:
-        from oddspot.detectors.memory_bank import KNNIndex, greedy_coreset
+        from oddspot.detectors.memory_bank import greedy_coreset
+        from oddspot.neighbors import KNNIndex
 
         cfg = self.config
         greys = [to_grey(seg) for seg in segments]
@@ -257,7 +258,7 @@ class MotionDetector(VideoDetector):
         if self.bank is None:
             raise OddspotError("the motion detector is not fitted; run fit on training videos first")
         if self._index is None:
-            from oddspot.detectors.memory_bank import KNNIndex
+            from oddspot.neighbors import KNNIndex
 
             self._index = KNNIndex(self.bank)
         cfg = self.config

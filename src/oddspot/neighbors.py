@@ -1,0 +1,65 @@
+"""Nearest-neighbour search over a memory bank of normal features (faiss; no torch).
+
+`KNNIndex` is exact. faiss computes distances with matrix products whose rounding depends on
+where a query sits in its block, so the same patch could score differently (by ~1e-5) with other
+patches around it. Its `k + RERANK` best candidates are therefore re-ranked by distances
+recomputed from differences, row by row: a query's distances and neighbours never depend on the
+other queries.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from oddspot.errors import OddspotError
+
+RERANK = 4  # extra candidates faiss returns per query, re-ranked by exact distances
+RERANK_ROWS = 4096  # queries re-ranked at once (bounds the candidates' memory)
+
+
+class KNNIndex:
+    """Exact Euclidean nearest-neighbour search over a memory bank (faiss flat index, exact re-ranking)."""
+
+    def __init__(self, bank: np.ndarray) -> None:
+        import faiss
+
+        bank = np.ascontiguousarray(bank, dtype=np.float32)
+        if bank.ndim != 2 or bank.shape[0] == 0:
+            raise OddspotError(f"memory bank must be a non-empty N x D matrix, got shape {bank.shape}")
+        self.bank = bank
+        self._index = faiss.IndexFlatL2(bank.shape[1])
+        self._index.add(bank)
+
+    def candidates(self, queries: np.ndarray, m: int) -> np.ndarray:
+        """Q x m indices of bank rows that hold each query's nearest neighbours (faiss's ranking)."""
+        _, cand = self._index.search(queries, m)
+        return cand
+
+    def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Return (distances, indices), each Q x k, distances Euclidean (not squared), ascending."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        k = min(k, self.bank.shape[0])
+        cand = self.candidates(queries, min(k + RERANK, self.bank.shape[0]))
+        return rerank(self.bank, queries, cand, k)
+
+
+def rerank(bank: np.ndarray, queries: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest of each query's candidate rows, by distances recomputed from differences.
+
+    Ties in distance go to the lower index; each query's result depends on its own row only.
+    """
+    dist = np.empty((queries.shape[0], k), np.float32)
+    idx = np.empty((queries.shape[0], k), np.int64)
+    cand = np.sort(cand, axis=1)
+    for lo in range(0, queries.shape[0], RERANK_ROWS):
+        c = cand[lo:lo + RERANK_ROWS]
+        diff = bank[c]
+        diff -= queries[lo:lo + RERANK_ROWS, None, :]
+        d2 = np.einsum("qmc,qmc->qm", diff, diff)
+        if k == 1:
+            order = np.argmin(d2, axis=1)[:, None]  # the first minimum: the lower index on ties
+        else:
+            order = np.argsort(d2, axis=1, kind="stable")[:, :k]
+        dist[lo:lo + RERANK_ROWS] = np.sqrt(np.take_along_axis(d2, order, axis=1))
+        idx[lo:lo + RERANK_ROWS] = np.take_along_axis(c, order, axis=1)
+    return dist, idx

@@ -1,0 +1,1 @@
+"""Batch scoring and evaluation on a Ray cluster."""
