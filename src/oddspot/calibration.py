@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from oddspot.choices import CALIBRATION_STRATEGIES
 from oddspot.configs import finite_number
 from oddspot.errors import OddspotError
 
-STRATEGIES = ("auto", "f1", "synthetic", "quantile", "fixed")
+STRATEGIES = CALIBRATION_STRATEGIES
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image
 
-from oddspot.errors import OddspotError
+from oddspot.errors import OddspotError, safe_text
 from oddspot.paths import check_out, real_path
 
 try:
@@ -67,19 +67,6 @@ def write_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def safe_text(text: str) -> str:
-    """`text` with no lone surrogate: the bytes of a file name that is not UTF-8 are escaped (`\\xff`).
-
-    Python reads such a name (`b"\\xff.png"`) as a str holding a lone surrogate, which no UTF-8
-    file can hold; every path written to a CSV or JSON file goes through this first.
-    """
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
 def _safe_strings(obj: Any) -> Any:
     """`obj` with `safe_text` applied to every string (keys and values) of its dicts and lists."""
     if isinstance(obj, str):
@@ -120,7 +107,7 @@ _KNOWN = frozenset({
     *_OWNED, "model.safetensors", "run.json", "scores.csv", "curves.json", "errors.csv", "gallery", "heatmaps",
     "masks", "maps", "panels", "report.html", "score_curves.png", "state", "history.json", "data", "runs", "eval",
     "models", "memory_bank.safetensors", "padim.safetensors", "calibration.json", "config.json", "scores",
-    "weights.safetensors", "evaluation.json", "scores.json", "train_summary.json", "gate", "localizer",
+    "weights.safetensors", "evaluation.json", "scores.json", "train_summary.json", "gate", "localizer", "exports",
 })
 _LEFTOVER = re.compile(r"oddspot-(tmp|old)-\d+-[0-9a-f]{8}")
 _MARKER_TEXT = '{"written_by": "oddspot"}\n'

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from oddspot.choices import TEXTURES
 from oddspot.files import write_json, write_png
 
-TEXTURES = ("brick", "grass", "gravel")
 
 
 def texture_photo(name: str) -> np.ndarray:

@@ -19,12 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from oddspot.choices import DEFAULT_MAX_PIXELS, MAX_PIXELS_LIMIT
 from oddspot.errors import OddspotError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
-DEFAULT_MAX_PIXELS = 64_000_000
-# The largest budget one can set: PIL refuses images over twice its MAX_IMAGE_PIXELS on its own.
-MAX_PIXELS_LIMIT = 2 * 89_478_485
 # predict decodes a larger JPEG at a reduced DCT scale that keeps at least this many pixels:
 # 2048 x 2048, the largest input size of any model, so the model sees the same detail.
 DECODE_PIXELS = 2048 * 2048

@@ -32,20 +32,14 @@ from PIL import Image
 from oddspot import __version__
 from oddspot.data.image_io import is_image_file, read_image, read_mask
 from oddspot.data.mvtec import categories as list_categories
+from oddspot.choices import SEVERITY_SCALE, SHIFT_FAMILIES, SHIFT_ONLY, SHIFT_TRANSFORMS
 from oddspot.errors import OddspotError
 from oddspot.files import atomic_write_bytes, read_json, write_json
 from oddspot.progress import track
 
 MANIFEST_FILE = "shift.json"
 MANIFEST_VERSION = 1
-SEVERITY_SCALE = {"mild": 0.5, "moderate": 1.0, "severe": 1.5}
-FAMILIES = {
-    "geometric": ("rotation", "crop", "translation"),
-    "photometric": ("color", "blur", "noise"),
-    "illumination": ("illumination",),
-}
-TRANSFORMS = tuple(t for family in FAMILIES.values() for t in family)
-ONLY_CHOICES = tuple(FAMILIES) + TRANSFORMS
+FAMILIES, TRANSFORMS, ONLY_CHOICES = SHIFT_FAMILIES, SHIFT_TRANSFORMS, SHIFT_ONLY
 
 # Moderate ranges (the figures); `severity_ranges` scales them.
 BASE_RANGES: dict[str, Any] = {

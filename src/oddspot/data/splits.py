@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from oddspot.choices import PROTOCOLS
 from oddspot.data.mvtec import SampleRef
 from oddspot.errors import OddspotError
 from oddspot.files import read_json, write_json
 
-PROTOCOLS = ("validation", "standard")
 MANIFEST_VERSION = 1
 
 

@@ -1,11 +1,15 @@
-"""The run contract (one folder format for every model), the model registry and `Prediction`."""
+"""The run contract: every model of every task is one folder, saved and loaded by one code path.
 
-from oddspot.runs.contract import FORMAT_VERSION, MODEL_FILE, TENSORS_FILE, Record, load_record, save_record
-from oddspot.runs.model import Model, RunModel
-from oddspot.runs.prediction import Prediction
-from oddspot.runs.registry import MODELS, build_model, kinds, load_model, model_class
+Names are imported on first use (`oddspot.lazy`), so the registry's model kinds cost no numpy.
+"""
 
-__all__ = [
-    "FORMAT_VERSION", "MODELS", "MODEL_FILE", "TENSORS_FILE", "Model", "Prediction", "Record", "RunModel",
-    "build_model", "kinds", "load_model", "load_record", "model_class", "save_record",
-]
+from oddspot.lazy import lazy_exports
+
+__all__ = ["FORMAT_VERSION", "MODELS", "MODEL_FILE", "Model", "Prediction", "Record", "RunModel", "TENSORS_FILE",
+           "build_model", "kinds", "load_model", "load_record", "model_class", "save_record"]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "FORMAT_VERSION": "contract", "MODEL_FILE": "contract", "TENSORS_FILE": "contract", "Record": "contract",
+    "load_record": "contract", "save_record": "contract", "Model": "model", "RunModel": "model",
+    "Prediction": "prediction", "MODELS": "registry", "build_model": "registry", "kinds": "registry",
+    "load_model": "registry", "model_class": "registry",
+})

@@ -26,13 +26,13 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from oddspot import __version__
+from oddspot.choices import TASKS
 from oddspot.errors import OddspotError
 from oddspot.files import atomic_write_bytes, read_json, recover_folder, write_json
 
 FORMAT_VERSION = 2
 MODEL_FILE = "model.json"
 TENSORS_FILE = "model.safetensors"
-TASKS = ("inspect", "road", "video")
 _KEYS = ("format_version", "oddspot_version", "task", "kind", "config", "state", "postprocess", "files")
 
 
