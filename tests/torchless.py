@@ -16,7 +16,7 @@ BLOCKER = textwrap.dedent('''
     class _NoTorch:
         def find_spec(self, name, path=None, target=None):
             if name.split(".")[0] in ("torch", "torchvision"):
-                raise ModuleNotFoundError(f"No module named {name!r} (blocked: torch-free runtime test)")
+                raise ModuleNotFoundError(f"No module named {name!r} (blocked: torch-free runtime test)", name=name)
             return None
     sys.meta_path.insert(0, _NoTorch())
 ''')

@@ -133,3 +133,76 @@ def anomaly_maps(grids: np.ndarray, size: int, sigma: float, shapes: list[tuple[
     grids = np.asarray(grids, dtype=np.float32)
     return [np.ascontiguousarray(_map_matrix(h, size, float(sigma), shape[0]) @ grids[i]
                                  @ _map_matrix(w, size, float(sigma), shape[1]).T) for i, shape in enumerate(shapes)]
+
+
+@lru_cache(maxsize=64)
+def _bilinear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices i0, i1 and the weight of i1 of `resize_matrix`'s two-tap interpolation."""
+    src = np.maximum((n_in / n_out) * (np.arange(n_out) + 0.5) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    return i0, np.minimum(i0 + 1, n_in - 1), (src - i0).astype(np.float32)
+
+
+def resize_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """float ... x H x W maps -> float32 ... x shape[0] x shape[1], bilinear without antialiasing.
+
+    The definition of `torch.nn.functional.interpolate(..., mode="bilinear", align_corners=False)`
+    (as `resize_matrix` without `antialias`), computed as two taps per output pixel, so resizing
+    full-resolution score or logit maps costs a few passes over them, not a matrix product.
+    """
+    x = np.ascontiguousarray(maps, dtype=np.float32)
+    h, w = x.shape[-2:]
+    out_h, out_w = int(shape[0]), int(shape[1])
+    if (h, w) == (out_h, out_w):
+        return x
+    lead = x.shape[:-2]
+    x = x.reshape(-1, h, w)
+    i0, i1, f = _bilinear_taps(h, out_h)
+    rows = x[:, i0, :] * (1.0 - f)[:, None]
+    rows += x[:, i1, :] * f[:, None]
+    flat = rows.reshape(-1, w)  # np.take along the last axis of a 2-D array keeps the output C-ordered (fast)
+    j0, j1, g = _bilinear_taps(w, out_w)
+    out = np.take(flat, j0, axis=1)
+    out *= 1.0 - g
+    out += np.take(flat, j1, axis=1) * g
+    return out.reshape(*lead, out_h, out_w)
+
+
+def blur_maps(maps: np.ndarray, sigma: float, truncate: float = TRUNCATE) -> np.ndarray:
+    """`gaussian_blur` in numpy: a separable Gaussian blur of float ... x H x W maps, as float32.
+
+    The same kernel and edges (reflected; replicated when the radius reaches the smaller side),
+    as a sum of shifted copies along each axis: about 2 x (2 x radius + 1) passes over the maps,
+    at full resolution, each map on its own.
+    """
+    x = np.asarray(maps, dtype=np.float32)
+    if sigma <= 0:
+        return x.copy()
+    k = gaussian_kernel(sigma, truncate).astype(np.float32)
+    r = k.size // 2
+    mode = "reflect" if r < min(x.shape[-2:]) else "edge"
+    for axis in (-1, -2):
+        n = x.shape[axis]
+        pad = [(0, 0)] * x.ndim
+        pad[axis] = (r, r)
+        padded = np.pad(x, pad, mode=mode)
+        window = [slice(None)] * x.ndim
+        out = np.zeros_like(x)
+        for j in range(k.size):
+            window[axis] = slice(j, j + n)
+            out += k[j] * padded[tuple(window)]
+        x = out
+    return x
+
+
+def resize_pixels(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """uint8 H x W x 3 -> float32 shape[0] x shape[1] x 3 pixels in 0..255: `resize_image` to any
+    height and width (antialiased bilinear, torch's `interpolate(..., antialias=True)`)."""
+    h, w = image.shape[:2]
+    x = image.astype(np.float32)
+    if (h, w) == tuple(shape):
+        return x
+    wy = resize_matrix(h, int(shape[0]), True).astype(np.float32)
+    wx = resize_matrix(w, int(shape[1]), True).astype(np.float32)
+    x = (wy @ x.reshape(h, w * 3)).reshape(int(shape[0]), w, 3)
+    return np.ascontiguousarray(np.einsum("pw,swc->spc", wx, x, optimize=True), dtype=np.float32)

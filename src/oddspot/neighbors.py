@@ -1,6 +1,10 @@
 """Nearest-neighbour search over a memory bank of normal features (faiss; no torch).
 
-`KNNIndex` is exact. faiss computes distances with matrix products whose rounding depends on
+`KNNIndex` is exact; `KNNIndex(bank, search="hnsw")` finds candidates in a faiss HNSW graph
+instead of a flat scan (much less work on a large bank, with a recall below 1 that
+`benchmarks/predict.py` measures) and re-ranks them exactly like the flat search.
+
+The exact search: faiss computes distances with matrix products whose rounding depends on
 where a query sits in its block, so the same patch could score differently (by ~1e-5) with other
 patches around it. Its `k + RERANK` best candidates are therefore re-ranked by distances
 recomputed from differences, row by row: a query's distances and neighbours never depend on the
@@ -11,24 +15,45 @@ from __future__ import annotations
 
 import numpy as np
 
+from oddspot.choices import SEARCHES
 from oddspot.errors import OddspotError
 
 RERANK = 4  # extra candidates faiss returns per query, re-ranked by exact distances
 RERANK_ROWS = 4096  # queries re-ranked at once (bounds the candidates' memory)
+HNSW_M = 32  # graph degree
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 48  # candidates kept while searching; more = higher recall, slower
 
 
 class KNNIndex:
-    """Exact Euclidean nearest-neighbour search over a memory bank (faiss flat index, exact re-ranking)."""
+    """Euclidean nearest-neighbour search over a memory bank: candidates from faiss, exact re-ranking.
 
-    def __init__(self, bank: np.ndarray) -> None:
+    `search="exact"` scans the whole bank (flat index); `"hnsw"` walks an HNSW graph, built on one
+    thread so that the same bank always gives the same graph (and the same answers).
+    """
+
+    def __init__(self, bank: np.ndarray, search: str = "exact") -> None:
         import faiss
 
         bank = np.ascontiguousarray(bank, dtype=np.float32)
         if bank.ndim != 2 or bank.shape[0] == 0:
             raise OddspotError(f"memory bank must be a non-empty N x D matrix, got shape {bank.shape}")
-        self.bank = bank
-        self._index = faiss.IndexFlatL2(bank.shape[1])
-        self._index.add(bank)
+        if search not in SEARCHES:
+            raise OddspotError(f"--search {search!r} unknown; use one of {', '.join(SEARCHES)}")
+        self.bank, self.search_mode = bank, search
+        if search == "exact":
+            self._index = faiss.IndexFlatL2(bank.shape[1])
+            self._index.add(bank)
+            return
+        self._index = faiss.IndexHNSWFlat(bank.shape[1], HNSW_M)
+        self._index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)  # insertion order decides the graph: one thread, one graph
+        try:
+            self._index.add(bank)
+        finally:
+            faiss.omp_set_num_threads(threads)
+        self._index.hnsw.efSearch = HNSW_EF_SEARCH
 
     def candidates(self, queries: np.ndarray, m: int) -> np.ndarray:
         """Q x m indices of bank rows that hold each query's nearest neighbours (faiss's ranking)."""

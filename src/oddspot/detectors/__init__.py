@@ -8,6 +8,6 @@ from oddspot.lazy import lazy_exports
 
 __all__ = ["Cascade", "CascadeConfig", "Detector", "PaDiM", "PaDiMConfig", "PatchCore", "PatchCoreConfig", "Prediction"]
 __getattr__, __dir__ = lazy_exports(__name__, {
-    "Cascade": "cascade", "CascadeConfig": "cascade", "Detector": "base", "PaDiM": "padim", "PaDiMConfig": "padim",
+    "Cascade": "cascade", "CascadeConfig": "cascade_head", "Detector": "base", "PaDiM": "padim", "PaDiMConfig": "padim_head",
     "PatchCore": "patchcore", "PatchCoreConfig": "patchcore_head", "Prediction": "base",
 })

@@ -77,6 +77,7 @@ class PatchCoreHead:
     state: dict[str, Any]
     postprocess: Calibration | None
     _index: KNNIndex | None
+    search: str = "exact"  # "hnsw": approximate candidates, exact re-ranking (`oddspot.neighbors`); set before predict
 
     def patch_features(self, batch: list[np.ndarray]) -> np.ndarray:
         """Up to `config.batch_size` images -> float32 N x h x w x C patch features (N >= len(batch))."""
@@ -92,8 +93,8 @@ class PatchCoreHead:
     def index(self) -> KNNIndex:
         if self.memory_bank is None:
             raise OddspotError("PatchCore is not fitted; call fit() or load a saved model")
-        if self._index is None:
-            self._index = KNNIndex(self.memory_bank)
+        if self._index is None or self._index.search_mode != self.search:
+            self._index = KNNIndex(self.memory_bank, self.search)
         return self._index
 
     def image_scores(self, patch_scores: np.ndarray, queries: np.ndarray, nn_idx: np.ndarray) -> np.ndarray:

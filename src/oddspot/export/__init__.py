@@ -4,6 +4,8 @@
 engine call: it returns a model with `predict`, running on torch, OpenVINO or ONNX Runtime.
 """
 
-from oddspot.export.choice import RUNTIMES, load_for_inference
+from oddspot.choices import RUNTIMES
+from oddspot.lazy import lazy_exports
 
-__all__ = ["RUNTIMES", "load_for_inference"]
+__all__ = ["RUNTIMES", "export_run", "load_for_inference"]
+__getattr__, __dir__ = lazy_exports(__name__, {"load_for_inference": "choice", "export_run": "folder"})

@@ -15,12 +15,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from oddspot.choices import RUNTIMES
 from oddspot.errors import OddspotError
 from oddspot.runs.contract import MODEL_FILE, read_model_json
 from oddspot.runs.registry import EXPORTED, load_model
 from oddspot.runtime.engine import PRECISIONS, RUNTIME_OF_FORMAT, runtime_available
 
-RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")
 FORMAT_OF_RUNTIME = {v: k for k, v in RUNTIME_OF_FORMAT.items()}
 CACHE = "exports"
 
@@ -42,9 +42,20 @@ def resolve_runtime(runtime: str, task: str, kind: str) -> str:
 
 
 def load_for_inference(run: str | Path, task: str | None = None, runtime: str = "auto", precision: str = "fp32",
-                       device: str | None = None) -> Any:
-    """The model of `run` ready to `predict`, on `runtime`; `model.runtime` names the one used."""
-    run = Path(run)
+                       device: str | None = None, search: str = "exact") -> Any:
+    """The model of `run` ready to `predict`, on `runtime`; `model.runtime` names the one used.
+
+    `search`: PatchCore's memory-bank search ("exact" or "hnsw", `oddspot.neighbors`).
+    """
+    model = _load(Path(run), task, runtime, precision, device)
+    if search != "exact":
+        if not hasattr(model, "search"):
+            raise OddspotError(f"--search {search}: only PatchCore models search a memory bank; use --search exact")
+        model.search = search
+    return model
+
+
+def _load(run: Path, task: str | None, runtime: str, precision: str, device: str | None) -> Any:
     meta = read_model_json(run)
     if task is not None and meta["task"] != task:
         load_model(run, task)  # the one-line "holds a ... model" error
@@ -78,10 +89,12 @@ def cached_export(run: Path, fmt: str, precision: str, device: str | None = None
     except OddspotError:
         pass  # absent or damaged: export again
     from oddspot.export.folder import export_run
+    from oddspot.runs.contract import load_record
 
+    load_record(run)  # a damaged run is refused before anything is announced or written
     print(f"exporting {run} to {fmt} {precision} (once; cached in {folder})", file=sys.stderr)
     try:
-        export_run(run, fmt, precision, folder, device=device)
+        export_run(run, fmt, precision, folder, device=device, cache=True)
     except OSError:  # a read-only run folder: export to a temporary folder instead
         folder = Path(tempfile.mkdtemp(prefix="oddspot-export-")) / f"{fmt}-{precision}"
         export_run(run, fmt, precision, folder, device=device)

@@ -62,7 +62,7 @@ def convert(graph: TorchGraph, name: str, fmt: str, precision: str, calibration:
         _need("openvino")
         import openvino as ov
 
-        model = ov.convert_model(str(src))
+        model = ov.Core().read_model(str(src))  # reads ONNX directly: several times faster than convert_model
         if precision == "int8":
             model = _openvino_int8(model, calibration, seed)
         xml = Path(tmp) / f"{name}.xml"
@@ -77,8 +77,13 @@ def _openvino_int8(model: object, calibration: list[np.ndarray], seed: int) -> o
     import nncf
 
     logging.getLogger("nncf").setLevel(logging.ERROR)
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+    # The overflow fix (7-bit weights everywhere) keeps CPUs without VNNI from saturating the
+    # int16 sums of their u8 x s8 products, which otherwise corrupts the features.
     dataset = nncf.Dataset(calibration)
-    return nncf.quantize(model, dataset, subset_size=len(calibration), preset=nncf.QuantizationPreset.MIXED)
+    return nncf.quantize(model, dataset, subset_size=len(calibration), preset=nncf.QuantizationPreset.MIXED,
+                         advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE))
 
 
 def _onnx_int8(src: Path, tmp: Path, calibration: list[np.ndarray]) -> bytes:
@@ -93,6 +98,7 @@ def _onnx_int8(src: Path, tmp: Path, calibration: list[np.ndarray]) -> bytes:
             return None if x is None else {"input": x.astype(np.float32)}
 
     out = tmp / "int8.onnx"
-    quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+    # reduce_range: 7-bit weights, so CPUs without VNNI do not saturate their int16 sums
+    quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     return out.read_bytes()

@@ -8,6 +8,7 @@ names the run it came from by the sha256 of the run's model.json.
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ from oddspot.data.image_io import list_images, read_image
 from oddspot.errors import OddspotError
 from oddspot.export.convert import convert
 from oddspot.export.graphs import GRAPH_BUILDERS
-from oddspot.files import read_json, staged_folder
+from oddspot.export.graphs_road import road_training_images
+from oddspot.files import MARKER_FILE, atomic_write_text, read_json, staged_folder
 from oddspot.progress import track
 from oddspot.runs.contract import MODEL_FILE
 from oddspot.runs.registry import load_model
@@ -48,7 +50,7 @@ def inspect_training_images(run: Path) -> list[Path]:
 
 
 # Where int8 calibration images come from when --calibration is not given, by task.
-TRAINING_IMAGES: dict[str, Callable[[Path], list[Path]]] = {"inspect": inspect_training_images}
+TRAINING_IMAGES: dict[str, Callable[[Path], list[Path]]] = {"inspect": inspect_training_images, "road": road_training_images}
 
 
 def calibration_images(run: Path, task: str, folder: str | Path | None, count: int, seed: int) -> tuple[list[np.ndarray], str]:
@@ -69,8 +71,12 @@ def calibration_images(run: Path, task: str, folder: str | Path | None, count: i
 
 
 def export_run(run: str | Path, fmt: str, precision: str, out: str | Path, calibration: str | Path | None = None,
-               samples: int = CALIBRATION_IMAGES, seed: int = 0, device: str | None = None) -> dict[str, Any]:
-    """Export the network of a fitted run to `out` (replaced as a whole); returns what was written."""
+               samples: int = CALIBRATION_IMAGES, seed: int = 0, device: str | None = None,
+               cache: bool = False) -> dict[str, Any]:
+    """Export the network of a fitted run to `out` (replaced as a whole); returns what was written.
+
+    `cache`: `out` is the run's own export cache (inside the run folder, which is otherwise refused).
+    """
     run, out = Path(run), Path(out)
     if fmt not in FORMATS:
         raise OddspotError(f"--format {fmt!r} unknown; use one of {', '.join(FORMATS)}")
@@ -87,6 +93,8 @@ def export_run(run: str | Path, fmt: str, precision: str, out: str | Path, calib
     images, source = ([], None)
     if precision == "int8":
         images, source = calibration_images(run, model.task, calibration, samples, seed)
+        print("warning: int8 graphs are not within the fp32 tolerance on this backbone (README, Deploy); "
+              "check `oddspot evaluate --precision int8` before deploying one", file=sys.stderr)
     blobs: dict[str, bytes] = {}
     spec: dict[str, Any] = {}
     for name, graph in track(list(graphs.items()), f"export {fmt} {precision}", total=len(graphs)):
@@ -103,8 +111,10 @@ def export_run(run: str | Path, fmt: str, precision: str, out: str | Path, calib
     record.blobs = blobs
     from oddspot.runs.contract import save_record
 
-    with staged_folder(out, inputs=(run,)) as stage:
+    with staged_folder(out, inputs=() if cache else (run,)) as stage:
         save_record(stage, record)
+        # graph files have names of their own: the marker lets a later export replace the folder
+        atomic_write_text(stage / MARKER_FILE, '{"written_by": "oddspot"}\n')
     return {"out": str(out), "format": fmt, "precision": precision, "graphs": sorted(spec),
             "bytes": sum(len(b) for b in blobs.values()), "calibration_images": len(images)}
 

@@ -15,6 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from oddspot.export.graphs_inspect import cascade_graphs, padim_graphs
+from oddspot.export.graphs_road import road_graphs
+from oddspot.export.graphs_video import autoencoder_graphs, motion_graphs
 from oddspot.features.backbone import scale_pixels
 from oddspot.imaging import resize_image
 
@@ -55,4 +58,9 @@ def patchcore_graphs(model: Any) -> dict[str, TorchGraph]:
 
 GRAPH_BUILDERS: dict[tuple[str, str], Callable[[Any], dict[str, TorchGraph]]] = {
     ("inspect", "patchcore"): patchcore_graphs,
+    ("inspect", "padim"): padim_graphs,
+    ("inspect", "cascade"): cascade_graphs,
+    ("road", "deeplabv3plus"): road_graphs,
+    ("video", "motion"): motion_graphs,
+    ("video", "autoencoder"): autoencoder_graphs,
 }

@@ -31,14 +31,16 @@ GALLERY_PER_GROUP = 12
 @staged_output("out", inputs=("run", "data"))
 def evaluate(run: str | Path, data: str | Path, category: str, out: str | Path, split: str | None = None,
              bootstrap: int = 1000, seed: int = 0, batch: int = 32, gallery: int = GALLERY_PER_GROUP,
-             warn: Callable[[str], Any] = print, device: str | None = None) -> dict[str, Any]:
+             warn: Callable[[str], Any] = print, device: str | None = None, model: Any | None = None) -> dict[str, Any]:
     """Score the test split with a saved model; write the evaluation record to `out` and return its metrics.
 
     `split` defaults to the run's own protocol; `seed` drives the bootstrap; `gallery` is the number
-    of images per gallery group (0: no gallery material).
+    of images per gallery group (0: no gallery material). `model`: an already loaded model (any
+    runtime, `oddspot.export.load_for_inference`), else the torch model of `run`.
     """
     run, data, out = Path(run), Path(data), Path(out)
-    model = load_model(run, "inspect", device=device)
+    if model is None:
+        model = load_model(run, "inspect", device=device)
     cal = model.postprocess
     test, protocol = split_test_refs(run, data, category, split)
     if not test:
@@ -66,7 +68,7 @@ def evaluate(run: str | Path, data: str | Path, category: str, out: str | Path, 
         metrics["cascade"] = {"localizer_call_rate": called / len(test), "thresholds": model.state.get("thresholds")}
     metrics["run"] = {"category": category, "model_kind": model.kind, "split": protocol, "n_test": len(test),
                       "seed": seed, "bootstrap_seed": seed, "predict_seconds": round(seconds, 3), "model": str(run),
-                      "max_pixels": max_pixels()}
+                      "max_pixels": max_pixels(), "runtime": getattr(model, "runtime", "torch")}
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / CURVES_FILE, evaluator.curves())
     header = ["path", "label", "defect_type", "score"] + (["normalized", "anomalous"] if cal is not None else [])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -17,6 +19,8 @@ from oddspot.runs.registry import load_model
 from oddspot.visualize import heatmap_overlay
 
 ERRORS_FILE = "errors.csv"
+T = TypeVar("T")
+R = TypeVar("R")
 # Decoded pixels a batch may hold before it is scored: about one huge image at its reduced size.
 BATCH_PIXELS = 4 * DECODE_PIXELS
 
@@ -44,7 +48,8 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
 
 @staged_output("out", inputs=("run", "inputs"))
 def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path, save_maps: bool = False,
-            batch: int = 16, warn: Callable[[str], Any] = print, device: str | None = None) -> dict[str, Any]:
+            batch: int = 16, warn: Callable[[str], Any] = print, device: str | None = None, model: Any | None = None,
+            heatmaps: bool = True, fast_decode: bool = False, workers: int = 2) -> dict[str, Any]:
     """Score images; write scores.csv, heatmaps/<rel>.png, masks/<rel>.png and (optionally) maps/<rel>.npy.
 
     With a calibrated model, scores.csv holds `path,score,normalized,anomalous` and masks/ the
@@ -52,46 +57,91 @@ def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path, save
     A file that cannot be decoded or is over the pixel budget (`data.image_io.max_pixels`) is
     reported through `warn` and in errors.csv, and skipped (`scored` 0 when none could be read).
     A JPEG over `DECODE_PIXELS` is decoded at a reduced scale (its heatmap and map are at that size).
+
+    `model`: an already loaded model (any runtime, `oddspot.export.load_for_inference`), else the
+    torch model of `run`. Decoding (`workers` threads) and writing (one thread) overlap scoring;
+    `heatmaps=False` writes no heatmap PNGs; `fast_decode` decodes a JPEG at a reduced scale that
+    keeps at least twice the model's input size per side (faster; maps are then at that size).
     """
     out = Path(out)
-    model = load_model(run, "inspect", device=device)
+    if model is None:
+        model = load_model(run, "inspect", device=device)
     items = collect_inputs(inputs)
     top = float(model.state.get("map_display_max") or 0.0) or None
     calibrated = model.postprocess is not None
+    need_maps = heatmaps or save_maps or calibrated
+    reduce_to = DECODE_PIXELS
+    if fast_decode:
+        side = 2 * int(getattr(model.config, "image_size", 0) or 0)
+        reduce_to = min(DECODE_PIXELS, side * side) if side else DECODE_PIXELS
     rows: list[tuple[Any, ...]] = []
     errors: list[tuple[str, str]] = []
 
-    def score(good: list[tuple[Path, Path, np.ndarray]]) -> None:
-        pred = model.predict([g[2] for g in good], maps=True)
-        for i, (path, rel, image) in enumerate(good):
-            amap = pred.maps[i]
-            if calibrated:
-                rows.append((str(path), float(pred.scores[i]), float(pred.normalized[i]), int(pred.decisions[i])))
-            else:
-                rows.append((str(path), float(pred.scores[i])))
-            if pred.masks is not None:
-                write_png(inside(out, f"masks/{rel}.png"), pred.masks[i].astype(np.uint8) * 255)
-            write_png(inside(out, f"heatmaps/{rel}.png"), heatmap_overlay(image, amap, top))
-            if save_maps:
-                write_npy(inside(out, f"maps/{rel}.npy"), amap.astype(np.float32))
-
-    # A batch is scored when it holds `batch` images or BATCH_PIXELS decoded pixels, so a folder
-    # of huge images holds about one reduced image's worth at a time (scores never depend on the batch).
-    good: list[tuple[Path, Path, np.ndarray]] = []
-    for path, rel in items:
+    def decode(item: tuple[Path, Path]) -> tuple[Path, Path, np.ndarray | OddspotError]:
         try:
-            image = read_image(path, reduce_to=DECODE_PIXELS)
+            return item[0], item[1], read_image(item[0], reduce_to=reduce_to)
         except OddspotError as exc:
-            warn(f"skipped: {safe_text(str(exc))}")
-            errors.append((str(path), str(exc)))
-            continue
-        good.append((path, rel, image))
-        if len(good) == batch or sum(g[2].shape[0] * g[2].shape[1] for g in good) >= BATCH_PIXELS:
+            return item[0], item[1], exc
+
+    def write(rel: Path, image: np.ndarray, amap: np.ndarray | None, mask: np.ndarray | None) -> None:
+        if mask is not None:
+            write_png(inside(out, f"masks/{rel}.png"), mask.astype(np.uint8) * 255)
+        if heatmaps:
+            write_png(inside(out, f"heatmaps/{rel}.png"), heatmap_overlay(image, amap, top))
+        if save_maps:
+            write_npy(inside(out, f"maps/{rel}.npy"), amap.astype(np.float32))
+
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="decode") as decoder, \
+            ThreadPoolExecutor(1, thread_name_prefix="write") as writer:
+        pending: list[Future] = []
+
+        def score(good: list[tuple[Path, Path, np.ndarray]]) -> None:
+            pred = model.predict([g[2] for g in good], maps=need_maps)
+            for i, (path, rel, image) in enumerate(good):
+                if calibrated:
+                    rows.append((str(path), float(pred.scores[i]), float(pred.normalized[i]), int(pred.decisions[i])))
+                else:
+                    rows.append((str(path), float(pred.scores[i])))
+                if heatmaps or save_maps or pred.masks is not None:
+                    pending.append(writer.submit(write, rel, image, pred.maps[i] if pred.maps is not None else None,
+                                                 pred.masks[i] if pred.masks is not None else None))
+            while len(pending) > 4 * batch:  # bounded: writing never falls far behind scoring
+                pending.pop(0).result()
+
+        # A batch is scored when it holds `batch` images or BATCH_PIXELS decoded pixels, so a folder
+        # of huge images holds about one reduced image's worth at a time (scores never depend on the batch).
+        good: list[tuple[Path, Path, np.ndarray]] = []
+        for path, rel, image in _prefetched(decoder, decode, items, 2 * batch):
+            if isinstance(image, OddspotError):
+                warn(f"skipped: {safe_text(str(image))}")
+                errors.append((str(path), str(image)))
+                continue
+            good.append((path, rel, image))
+            if len(good) == batch or sum(g[2].shape[0] * g[2].shape[1] for g in good) >= BATCH_PIXELS:
+                score(good)
+                good = []
+        if good:
             score(good)
-            good = []
-    if good:
-        score(good)
+        for f in pending:
+            f.result()
     write_csv(out / SCORES_FILE, ["path", "score"] + (["normalized", "anomalous"] if calibrated else []), rows)
     if errors:
         write_csv(out / ERRORS_FILE, ["path", "error"], errors)
-    return {"scored": len(rows), "skipped": len(errors), "calibrated": calibrated}
+    return {"scored": len(rows), "skipped": len(errors), "calibrated": calibrated,
+            "runtime": getattr(model, "runtime", "torch")}
+
+
+def _prefetched(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Sequence[T], ahead: int) -> Iterator[R]:
+    """`fn(item)` for each item, in order, computed by `pool` at most `ahead` items in advance."""
+    window: deque[Future] = deque()
+    it = iter(items)
+    for item in it:
+        window.append(pool.submit(fn, item))
+        if len(window) >= ahead:
+            break
+    while window:
+        result = window.popleft().result()
+        nxt = next(it, None)
+        if nxt is not None:
+            window.append(pool.submit(fn, nxt))
+        yield result

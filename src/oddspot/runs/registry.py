@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from oddspot.errors import OddspotError
-from oddspot.runs.contract import MODEL_FILE, TASKS, load_record
-from oddspot.runs.model import build_from_record
+from oddspot.choices import TASKS
 
 MODELS: dict[tuple[str, str], str] = {
     ("inspect", "patchcore"): "oddspot.detectors.patchcore:PatchCore",
@@ -26,6 +25,11 @@ MODELS: dict[tuple[str, str], str] = {
 # Exported folders (`oddspot export`): the same task and kind, run by a torch-free class.
 EXPORTED: dict[tuple[str, str], str] = {
     ("inspect", "patchcore"): "oddspot.runtime.patchcore:ExportedPatchCore",
+    ("inspect", "padim"): "oddspot.runtime.padim:ExportedPaDiM",
+    ("inspect", "cascade"): "oddspot.runtime.cascade:ExportedCascade",
+    ("road", "deeplabv3plus"): "oddspot.runtime.road:ExportedRoadModel",
+    ("video", "motion"): "oddspot.runtime.video:ExportedMotionDetector",
+    ("video", "autoencoder"): "oddspot.runtime.video:ExportedFrameAutoencoder",
 }
 
 
@@ -52,6 +56,9 @@ def build_model(task: str, kind: str, options: dict[str, Any] | None = None) -> 
 
 def load_model(folder: str | Path, task: str | None = None, **kwargs: Any) -> Any:
     """Load whichever model a run folder holds (checked: format, hashes, task when given)."""
+    from oddspot.runs.contract import MODEL_FILE, load_record
+    from oddspot.runs.model import build_from_record
+
     record = load_record(folder, task)
     key = (record.task, record.kind)
     if key not in MODELS:

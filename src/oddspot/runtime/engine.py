@@ -50,8 +50,10 @@ def bf16_supported() -> bool:
 
 
 def _import(runtime: str) -> Any:
+    import importlib
+
     try:
-        return __import__(runtime)
+        return importlib.import_module(runtime)
     except ImportError:
         raise OddspotError(f"running an exported model on {runtime} needs it installed: {INSTALL}") from None
 
