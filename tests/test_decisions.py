@@ -61,7 +61,8 @@ def test_shuffled_and_regrouped_batches_give_identical_scores_and_decisions(cali
 def test_fresh_process_predict_decides_identically(calibrated_run, tiny_mvtec, tmp_path):
     folder = tiny_mvtec / "brick" / "test"
     inspect.predict(calibrated_run, [folder], tmp_path / "here")
-    subprocess.run([sys.executable, "-m", "oddspot", "predict", str(calibrated_run), str(folder), "-o", str(tmp_path / "fresh")],
+    subprocess.run([sys.executable, "-m", "oddspot", "predict", str(calibrated_run), str(folder), "-o", str(tmp_path / "fresh"),
+                    "--runtime", "torch"],
                    check=True, capture_output=True)
     here = list(csv.DictReader((tmp_path / "here" / "scores.csv").open()))
     fresh = list(csv.DictReader((tmp_path / "fresh" / "scores.csv").open()))

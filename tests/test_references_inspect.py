@@ -157,9 +157,9 @@ def gaussians(padim, images) -> tuple[np.ndarray, np.ndarray]:
 
 
 def check_padim_fit(model: PaDiM, means: np.ndarray, covs: np.ndarray) -> None:
-    np.testing.assert_allclose(model.mean.numpy(), means, **F32)
+    np.testing.assert_allclose(model.mean, means, **F32)
     precision = np.linalg.inv(covs)
-    np.testing.assert_allclose(model.inv_cov.numpy(), precision, rtol=1e-6, atol=1e-6 * np.abs(precision).max())
+    np.testing.assert_allclose(model.inv_cov, precision, rtol=1e-6, atol=1e-6 * np.abs(precision).max())
 
 
 def check_padim_maps(model: PaDiM, images: list[np.ndarray], means: np.ndarray, covs: np.ndarray) -> None:
@@ -190,7 +190,7 @@ def test_padim_maps_are_mahalanobis_distances(padim, images, gaussians):
 
 def test_control_padim_euclidean_map_fails(padim, images, gaussians):
     euclidean = PaDiM(padim.config, backbone=padim.backbone)
-    euclidean.mean, euclidean.channels, euclidean.state, euclidean._grid = padim.mean, padim.channels, padim.state, padim._grid
-    euclidean.inv_cov = torch.eye(4).expand_as(padim.inv_cov).contiguous()
+    identity = np.broadcast_to(np.eye(4, dtype=np.float32), padim.inv_cov.shape).copy()
+    euclidean.set_fitted(padim.mean, identity, padim.channels, padim.state, None)
     with pytest.raises(AssertionError, match="Not equal to tolerance"):
         check_padim_maps(euclidean, images[1], *gaussians)
