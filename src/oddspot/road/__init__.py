@@ -7,7 +7,9 @@ run contract. `oddspot.road.evaluate.evaluate` measures mIoU on validation and e
 every test pixel; `oddspot.road.predict.predict` writes scores, maps and panels for new images;
 `oddspot.road.demo.run_road_demo` does all on toy streets.
 Score functions (`msp`, `max_logit`, `energy`, `entropy`) are pure functions of logits; fitted
-scores (`StandardizedMaxLogit`, `Mahalanobis`, `Fusion`) are stored with the model.
+scores (`StandardizedMaxLogit`, `Mahalanobis`, `Fusion`) are stored with the model. The options
+(`oddspot.road.config`) and everything after the network (`oddspot.road.head`) import no torch:
+the exported runtime (`oddspot.runtime.road`) shares them.
 """
 
 from oddspot.lazy import lazy_exports
@@ -18,9 +20,9 @@ __all__ = [
     "fit_scorer", "max_logit", "msp", "threshold_sensitivity",
 ]
 __getattr__, __dir__ = lazy_exports(__name__, {
-    "AugmentConfig": "augment", "RoadConfig": "estimator", "RoadModel": "estimator", "DeepLabV3Plus": "model",
-    "ModelConfig": "model", "SCORE_NAMES": "scorer", "RoadScorer": "scorer", "ScoreConfig": "scorer", "fit_scorer":
+    "AugmentConfig": "config", "RoadConfig": "config", "RoadModel": "estimator", "DeepLabV3Plus": "model",
+    "ModelConfig": "config", "SCORE_NAMES": "config", "RoadScorer": "scorer", "ScoreConfig": "config", "fit_scorer":
     "scorer", "Fusion": "scores", "Mahalanobis": "scores", "StandardizedMaxLogit": "scores", "energy": "scores",
     "entropy": "scores", "max_logit": "scores", "msp": "scores", "choose_threshold": "thresholds",
-    "threshold_sensitivity": "thresholds", "TrainConfig": "train",
+    "threshold_sensitivity": "thresholds", "TrainConfig": "config",
 })

@@ -9,44 +9,13 @@ window of (crop / s) source pixels, resized to the crop (labels by nearest neigh
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from oddspot.configs import check_range
-from oddspot.errors import OddspotError
 from oddspot.imaging import gaussian_blur
-
-
-@dataclass
-class AugmentConfig:
-    """Augmentation options (part of the training configuration)."""
-
-    crop_size: tuple[int, int] = (384, 384)
-    scale_range: tuple[float, float] = (0.5, 2.0)
-    flip: bool = True
-    brightness: float = 0.2
-    contrast: float = 0.2
-    saturation: float = 0.2
-    blur_prob: float = 0.2
-    blur_sigma: tuple[float, float] = (0.3, 1.2)
-
-    def __post_init__(self) -> None:
-        self.crop_size = (int(self.crop_size[0]), int(self.crop_size[1]))
-        self.scale_range = (float(self.scale_range[0]), float(self.scale_range[1]))
-        self.blur_sigma = (float(self.blur_sigma[0]), float(self.blur_sigma[1]))
-        lo, hi = self.scale_range
-        if not 0 < lo <= hi <= 10:
-            raise OddspotError(f"scale range {lo}-{hi} invalid; use 0 < min <= max <= 10 (e.g. 0.5-2.0)")
-        if min(self.crop_size) < 16 or max(self.crop_size) > 8192:
-            raise OddspotError(f"crop size {self.crop_size} out of range; use 16 to 8192 pixels a side")
-        for name in ("brightness", "contrast", "saturation", "blur_prob"):
-            check_range(name, getattr(self, name), 0.0, 1.0)
-        lo, hi = self.blur_sigma
-        if not 0 <= lo <= hi <= 20:
-            raise OddspotError(f"blur_sigma {lo}-{hi} invalid; use 0 <= min <= max <= 20")
+from oddspot.road.config import AugmentConfig
 
 
 def augment_batch(images: list[np.ndarray], labels: list[np.ndarray], cfg: AugmentConfig, rng: np.random.Generator,

@@ -11,68 +11,14 @@ the feature-distance scores) come back. The decoder's feature maps, all at strid
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oddspot.configs import check_range
 from oddspot.errors import OddspotError
 from oddspot.features.backbone import scale_pixels
 from oddspot.features.efficientnet_lite import EfficientNetLite0, efficientnet_lite0
-
-
-@dataclass
-class ModelConfig:
-    """Architecture of the segmentation network (part of the road model's config in model.json)."""
-
-    num_classes: int = 13
-    low_level: str = "stage2"
-    high_level: str = "stage5"
-    aux_layer: str = "stage4"
-    aspp_channels: int = 128
-    aspp_rates: tuple[int, ...] = (6, 12, 18)
-    low_level_channels: int = 48
-    decoder_channels: int = 128
-    aux_channels: int = 64
-    dropout: float = 0.1
-    backbone: str = "efficientnet_lite0"
-
-    def __post_init__(self) -> None:
-        self.aspp_rates = tuple(int(r) for r in self.aspp_rates)
-        check_range("num_classes", self.num_classes, 2, 254)
-        for name in ("aspp_channels", "low_level_channels", "decoder_channels", "aux_channels"):
-            check_range(name, getattr(self, name), 1, 4096)
-        if not 1 <= len(self.aspp_rates) <= 8:
-            raise OddspotError(f"aspp_rates {list(self.aspp_rates)}: give 1 to 8 dilation rates")
-        for rate in self.aspp_rates:
-            check_range("aspp_rates", rate, 1, 64)
-        check_range("dropout", self.dropout, 0.0, 1.0, high_open=True)
-        if self.backbone != "efficientnet_lite0":
-            raise OddspotError(f"backbone {self.backbone!r} unsupported for the road model; use efficientnet_lite0")
-        for name in (self.low_level, self.high_level, self.aux_layer):
-            if name not in EfficientNetLite0.LAYERS or name == "head":
-                raise OddspotError(f"layer {name!r} unknown; choose from stage1..stage7")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form (tuples as lists), as stored in model.json."""
-        return json.loads(json.dumps(asdict(self)))
-
-
-FEATURE_SOURCES: tuple[str, ...] = ("low_level", "decoder_input", "decoder_output")
-
-
-def feature_channels(config: ModelConfig, source: str) -> int:
-    """Channels of the decoder feature map `source` (one of FEATURE_SOURCES) for `config`."""
-    channels = {"low_level": config.low_level_channels,
-                "decoder_input": config.aspp_channels + config.low_level_channels,
-                "decoder_output": config.decoder_channels}
-    if source not in channels:
-        raise OddspotError(f"feature source {source!r} unknown; choose from {', '.join(FEATURE_SOURCES)}")
-    return channels[source]
+from oddspot.road.config import FEATURE_SOURCES, ModelConfig
 
 
 def _block_index(layer: str) -> int:

@@ -28,9 +28,9 @@ from oddspot.errors import OddspotError
 from oddspot.files import safe_text, staged_output, write_npy, write_png
 from oddspot.progress import track
 from oddspot.records.evaluation import SCORES_FILE, write_csv
-from oddspot.road.estimator import RoadModel
+from oddspot.road.config import SCORE_NAMES
+from oddspot.road.head import RoadHead
 from oddspot.road.panels import make_panel
-from oddspot.road.scorer import SCORE_NAMES
 
 ERRORS_FILE = "errors.csv"
 
@@ -60,7 +60,7 @@ def unique_stem(stem: str, used: set[str]) -> str:
 
 
 @staged_output("out_dir", inputs=("images",))
-def predict(model: RoadModel, images: Sequence[str | os.PathLike[str]], out_dir: str | Path,
+def predict(model: RoadHead, images: Sequence[str | os.PathLike[str]], out_dir: str | Path,
             save_scores: Sequence[str] = (), panels: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Score IMAGES (files or folders) with `model` and write the files listed in the module docstring.
 

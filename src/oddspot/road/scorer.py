@@ -2,70 +2,27 @@
 
 `fit_scorer` runs the trained network once over (a seeded subset of) the training split to fit
 the Mahalanobis statistics and once over the validation split to fit SML, the fusion and every
-score's threshold. The test split is never touched. `RoadScorer.maps` then turns a batch of
-logits and decoder features into one N x H x W map per score, each pixel independent of the batch.
+score's threshold. The test split is never touched. The maps of new images are
+`oddspot.road.head.RoadHead`'s (numpy, shared with the exported runtime); `RoadScorer.maps` is
+their torch form for batches.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from oddspot.configs import check_range
 from oddspot.data.streethazards import ANOMALY_CLASS, IGNORE_INDEX, StreetHazardsSplit
 from oddspot.errors import OddspotError
 from oddspot.progress import track
+from oddspot.road.config import SCORE_NAMES, ScoreConfig
 from oddspot.road.inference import run_model, same_size_batches
-from oddspot.road.model import FEATURE_SOURCES, DeepLabV3Plus
+from oddspot.road.model import DeepLabV3Plus
 from oddspot.road.scores import Fusion, Mahalanobis, StandardizedMaxLogit, energy, entropy, max_logit, msp
 from oddspot.road.thresholds import choose_threshold
-
-SCORE_NAMES: tuple[str, ...] = ("msp", "max_logit", "energy", "entropy", "sml", "mahalanobis", "fusion")
-
-
-@dataclass
-class ScoreConfig:
-    """How the fitted scores are fitted (part of the road model's config in model.json).
-
-    `target_fpr` is the share of normal validation pixels (and images) flagged when validation
-    has no anomalies to choose an F1-max threshold from.
-    """
-
-    features: str = "low_level"
-    temperature: float = 1.0
-    sigma: float = 1.0
-    pixels_per_class: int = 64
-    shrinkage: float = 0.01
-    mahalanobis_images: int | None = 1000
-    sml_min_pixels: int = 100
-    val_pixels_per_image: int = 4000
-    target_fpr: float = 0.05
-    batch_size: int = 8
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.features not in FEATURE_SOURCES:
-            raise OddspotError(f"feature source {self.features!r} unknown; choose from {', '.join(FEATURE_SOURCES)}")
-        check_range("temperature", self.temperature, 0.0, 100.0, low_open=True)
-        check_range("sigma", self.sigma, 0.0, 50.0)
-        check_range("pixels_per_class", self.pixels_per_class, 1, 1_000_000)
-        check_range("shrinkage", self.shrinkage, 0.0, 10.0, low_open=True)
-        if self.mahalanobis_images is not None:
-            check_range("mahalanobis_images", self.mahalanobis_images, 1, 10_000_000)
-        check_range("sml_min_pixels", self.sml_min_pixels, 1, 10**9)
-        check_range("val_pixels_per_image", self.val_pixels_per_image, 1, 10**8)
-        check_range("target_fpr", self.target_fpr, 0.0, 0.5, low_open=True, high_open=True)
-        check_range("batch_size", self.batch_size, 1, 4096)
-        check_range("seed", self.seed, 0, 2**32 - 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form, as stored in model.json."""
-        return json.loads(json.dumps(asdict(self)))
 
 
 class RoadScorer:
@@ -84,9 +41,13 @@ class RoadScorer:
         """Which decoder feature map the feature-distance scores need (pass it to `run_model`)."""
         return self.config.features
 
+
     def maps(self, logits: torch.Tensor, features: torch.Tensor,
              names: tuple[str, ...] = SCORE_NAMES) -> dict[str, torch.Tensor]:
-        """N x K x H x W logits and N x D x h x w features -> {score: N x H x W}, larger = more anomalous."""
+        """N x K x H x W logits and N x D x h x w features -> {score: N x H x W}, larger = more anomalous.
+
+        The torch form of `RoadHead.maps_of` (which predictions use), for batches on the network's device.
+        """
         unknown = [n for n in names if n not in SCORE_NAMES]
         if unknown:
             raise OddspotError(f"score {unknown[0]!r} unknown; choose from {', '.join(SCORE_NAMES)}")
@@ -104,7 +65,6 @@ class RoadScorer:
             if "fusion" in names:
                 out["fusion"] = self.fusion(logits, dist)
         return {n: out[n] for n in names}
-
 
 def _reporting(on_error: Callable[[OddspotError], None] | None) -> Callable[[OddspotError], None]:
     def default(exc: OddspotError) -> None:

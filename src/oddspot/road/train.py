@@ -19,87 +19,30 @@ continues exactly. It is not the model (the model is model.json + model.safetens
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from oddspot.configs import check_range
 from oddspot.data.streethazards import CLASS_NAMES, IGNORE_INDEX, StreetHazardsSplit, load_split
 from oddspot.errors import OddspotError
 from oddspot.features.backbone import default_device, scale_pixels
-from oddspot.features.efficientnet_lite import EfficientNetLite0
 from oddspot.files import write_json
 from oddspot.progress import track
-from oddspot.road.augment import AugmentConfig, augment_batch
+from oddspot.road.augment import augment_batch
 from oddspot.road.checkpoint import check_class_count, check_labels, load_tensors, network_from_weights, read_json, save_tensors
-from oddspot.road.model import DeepLabV3Plus, ModelConfig
+from oddspot.road.config import ModelConfig, TrainConfig
+from oddspot.road.model import DeepLabV3Plus
 from oddspot.road.validation import segmentation_metrics
 
 STATE_FORMAT_VERSION = 1
 STATE_DIR = "state"
 HISTORY_FILE = "history.json"
-
-
-@dataclass
-class TrainConfig:
-    """Training options (part of the road model's config in model.json)."""
-
-    epochs: int = 30
-    batch_size: int = 8
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    backbone_lr_factor: float = 0.5
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    schedule: str = "poly"
-    warmup_steps: int = 20
-    aux_weight: float = 0.4
-    class_weighting: str = "sqrt_inverse"
-    class_weight_images: int = 500
-    patience: int = 5
-    freeze: str | None = "stage1"
-    max_train_images: int | None = None
-    eval_size: tuple[int, int] | None = None
-    seed: int = 0
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-
-    def __post_init__(self) -> None:
-        if self.eval_size is not None:
-            self.eval_size = (int(self.eval_size[0]), int(self.eval_size[1]))
-            if min(self.eval_size) < 16 or max(self.eval_size) > 8192:
-                raise OddspotError(f"eval_size {list(self.eval_size)} out of range; use 16 to 8192 pixels a side")
-        if self.optimizer not in ("adamw", "sgd"):
-            raise OddspotError(f"optimizer {self.optimizer!r} unknown; use adamw or sgd")
-        if self.class_weighting not in ("none", "sqrt_inverse"):
-            raise OddspotError(f"class weighting {self.class_weighting!r} unknown; use none or sqrt_inverse")
-        if self.schedule not in ("poly", "cosine"):
-            raise OddspotError(f"schedule {self.schedule!r} unknown; use poly or cosine")
-        if self.freeze is not None and (self.freeze not in EfficientNetLite0.LAYERS or self.freeze == "head"):
-            raise OddspotError(f"freeze layer {self.freeze!r} unknown; choose from stage1..stage7 or none")
-        check_range("epochs", self.epochs, 1, 100_000)
-        check_range("batch_size", self.batch_size, 1, 4096)
-        check_range("lr", self.lr, 0.0, 10.0, low_open=True)
-        check_range("backbone_lr_factor", self.backbone_lr_factor, 0.0, 10.0)
-        check_range("weight_decay", self.weight_decay, 0.0, 1.0)
-        check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
-        check_range("warmup_steps", self.warmup_steps, 0, 10**7)
-        check_range("aux_weight", self.aux_weight, 0.0, 10.0)
-        check_range("class_weight_images", self.class_weight_images, 1, 10**8)
-        check_range("patience", self.patience, 0, 100_000)
-        if self.max_train_images is not None:
-            check_range("max_train_images", self.max_train_images, 1, 10**9)
-        check_range("seed", self.seed, 0, 2**32 - 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form (tuples as lists), as stored in model.json."""
-        return json.loads(json.dumps(asdict(self)))
 
 
 @dataclass
