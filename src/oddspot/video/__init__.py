@@ -14,8 +14,9 @@ Public API:
   type, the threshold's precision/recall/F1; the evaluation record (metrics.json, scores.csv, curves).
 - `pipeline`: the CLI verbs as functions (fit on a dataset, predict unlabeled videos, evaluate).
 
-Imports inside the package are one-way: `postprocess` <- `base` <- `motion`, `autoencoder` <- `upgrade`,
-`demo`, `pipeline`; `base` never imports the models built on it.
+Imports inside the package are one-way: `postprocess`, `tta` <- `head` <- `motion_head`, `autoencoder_head` <- `base`
+<- `motion`, `autoencoder` <- `upgrade`, `demo`, `pipeline`; the heads never import torch (they are shared with
+`oddspot.runtime.video`).
 """
 
 from oddspot.lazy import lazy_exports
@@ -35,8 +36,8 @@ __all__ = [
     "write_score_curves",
 ]
 __getattr__, __dir__ = lazy_exports(__name__, {
-    "AutoencoderConfig": "autoencoder", "FrameAutoencoder": "autoencoder", "VideoDetector": "base", "decode_videos":
+    "AutoencoderConfig": "autoencoder_head", "FrameAutoencoder": "autoencoder", "VideoDetector": "base", "decode_videos":
     "datasets", "open_video_dataset": "datasets", "open_videos": "datasets", "evaluate_video_scores": "evaluate",
-    "write_evaluation": "evaluate", "write_score_curves": "evaluate", "MotionConfig": "motion", "MotionDetector":
+    "write_evaluation": "evaluate", "write_score_curves": "evaluate", "MotionConfig": "motion_head", "MotionDetector":
     "motion", "ScorePostprocessor": "postprocess",
 })

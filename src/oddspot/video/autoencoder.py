@@ -10,12 +10,15 @@ transform). Test-time augmentation averages the error maps over identity / hflip
 (each epoch shows every frame once under a random view). TTA is off by default: it costs one more
 encoder-decoder-encoder pass per view.
 This is a frame-wise model: it cannot see motion.
+
+The config, the score from the error maps and the fitted state are `video.autoencoder_head`'s,
+shared with the exported runtime; this module adds the networks (`error_maps` is the exported
+graph's body) and training.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,74 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oddspot.configs import check_range
 from oddspot.errors import OddspotError
 from oddspot.features.backbone import scale_pixels
 from oddspot.progress import track
 from oddspot.runs.contract import Record
-from oddspot.video.base import VideoDetector, check_common, check_tensor_names, load_module_tensors
+from oddspot.video.autoencoder_head import ERRORS, MAX_WEIGHT, SCRATCH_LAYERS, AutoencoderConfig, AutoencoderHead
+from oddspot.video.base import VideoDetector, load_module_tensors
+from oddspot.video.head import check_tensor_names
 from oddspot.video.postprocess import PowerTransform, Standardizer
-from oddspot.video.tta import apply_view, check_views, invert_view
-
-SCRATCH_LAYERS = {"enc1": 2, "enc2": 4, "enc3": 8}
-ERRORS = ("l1", "l2")
-MAX_WEIGHT = 1e6
-
-
-@dataclass
-class AutoencoderConfig:
-    """Settings of the frame autoencoder (the options of `oddspot video fit --model autoencoder`);
-    every weight of the score is here."""
-
-    size: tuple[int, int] = (96, 128)
-    encoder: str = "efficientnet_lite0"
-    latent_layer: str | None = None
-    feature_layers: tuple[str, ...] | None = None
-    train_loss: str = "l2"
-    pixel_error: str = "l2"
-    pixel_weight: float = 1.0
-    feature_weights: tuple[float, ...] = (1.0, 1.0)
-    tta: tuple[str, ...] = ("identity",)
-    power_transform: bool = True
-    epochs: int = 10
-    train_step: int = 2
-    batch_size: int = 32
-    lr: float = 2e-3
-    decoder_width: int = 64
-    seed: int = 0
-    sigma: float = 3.0
-    normalization: str = "train_zscore"
-    threshold_quantile: float | None = 0.995
-    holdout_fraction: float = 0.25
-
-    def __post_init__(self) -> None:
-        scratch = self.encoder == "scratch"
-        if self.latent_layer is None:
-            self.latent_layer = "enc3" if scratch else "stage3"
-        if self.feature_layers is None:
-            self.feature_layers = ("enc2", "enc3") if scratch else ("stage2", "stage3")
-        self.size = tuple(int(v) for v in self.size)  # type: ignore[assignment]
-        self.feature_layers = tuple(self.feature_layers)
-        self.feature_weights = tuple(float(w) for w in self.feature_weights)
-        self.tta = check_views(self.tta)
-        if len(self.feature_weights) != len(self.feature_layers):
-            raise OddspotError(f"feature_weights has {len(self.feature_weights)} values for {len(self.feature_layers)} feature_layers; give one weight per layer")
-        for name, value in (("train_loss", self.train_loss), ("pixel_error", self.pixel_error)):
-            if value not in ERRORS:
-                raise OddspotError(f"{name} {value!r} unknown; use 'l1' or 'l2'")
-        if scratch:
-            bad = [l for l in (self.latent_layer, *self.feature_layers) if l not in SCRATCH_LAYERS]
-            if bad:
-                raise OddspotError(f"layer {bad[0]!r} unknown for the scratch encoder; choose from {', '.join(SCRATCH_LAYERS)}")
-        check_common(self)
-        check_range("epochs", self.epochs, 1, 10_000)
-        check_range("lr", self.lr, 0.0, 10.0, low_open=True)
-        check_range("decoder_width", self.decoder_width, 1, 4096)
-        check_range("pixel_weight", self.pixel_weight, 0.0, MAX_WEIGHT)
-        for w in self.feature_weights:
-            check_range("feature_weights", w, 0.0, MAX_WEIGHT)
-        if not self.feature_layers:
-            raise OddspotError("feature_layers is empty; name at least one encoder layer")
+from oddspot.video.tta import apply_view, invert_view
 
 
 class ScratchEncoder(nn.Module):
@@ -146,15 +90,12 @@ def _error(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
     return (d.abs() if kind == "l1" else d * d).mean(dim=1)
 
 
-class FrameAutoencoder(VideoDetector):
+class FrameAutoencoder(AutoencoderHead, VideoDetector):
     """Frame-wise reconstruction baseline (see module docstring).
 
     `FrameAutoencoder(AutoencoderConfig(...))` or `FrameAutoencoder(epochs=2, ...)`; `device` is where
     the encoder and decoder run.
     """
-
-    kind = "autoencoder"
-    config_class = AutoencoderConfig
 
     def __init__(self, config: AutoencoderConfig | None = None, *, device: str | torch.device = "cpu", **options: Any) -> None:
         super().__init__(config, device=device, **options)
@@ -165,14 +106,6 @@ class FrameAutoencoder(VideoDetector):
         self.decoder: Decoder | None = None
         self.transforms: dict[str, PowerTransform | Standardizer] = {}
         self._build()
-
-    @property
-    def fitted(self) -> bool:
-        return bool(self.transforms)
-
-    @property
-    def components(self) -> tuple[str, ...]:
-        return ("pixel", *(f"feature:{l}" for l in self.config.feature_layers))
 
     def _build(self) -> None:
         """Create encoder (when trained from scratch) and decoder; their initial weights follow `seed`."""
@@ -256,48 +189,38 @@ class FrameAutoencoder(VideoDetector):
             z = self._encode(self._input(np.zeros((1, *self.config.size, 3), np.uint8)))[self.config.latent_layer]
         return tuple(z.shape[1:])
 
+    def error_maps(self, x0: torch.Tensor) -> torch.Tensor:
+        """Encoder-scaled frames N x 3 x H x W -> N x K x H x W error maps, one per component (in `components`
+        order), averaged over the TTA views (the exported graph's body)."""
+        cfg = self.config
+        total = None
+        for view in cfg.tta:
+            x = apply_view(x0, view)
+            feats = self._encode(x)
+            recon = self.decoder(feats[cfg.latent_layer], cfg.size)
+            maps = [_error(x, recon, cfg.pixel_error)]
+            rec_feats = self._encode(recon)
+            for layer in cfg.feature_layers:
+                err = _error(feats[layer], rec_feats[layer], "l2")[:, None]
+                maps.append(F.interpolate(err, size=cfg.size, mode="bilinear", align_corners=False)[:, 0])
+            seen = torch.stack([invert_view(m, view) for m in maps], dim=1)
+            total = seen if total is None else total + seen
+        return total / len(cfg.tta)
+
     @torch.no_grad()
     def component_maps(self, frames: np.ndarray) -> dict[str, np.ndarray]:
         """Error maps per component ('pixel', 'feature:<layer>'), N x H x W, averaged over the TTA views."""
-        cfg = self.config
-        out = {c: np.zeros((frames.shape[0], *cfg.size), np.float32) for c in self.components}
+        out = {c: np.zeros((frames.shape[0], *self.config.size), np.float32) for c in self.components}
         for s in range(0, frames.shape[0], 64):
-            x0 = self._input(frames[s : s + 64])
-            acc = {c: torch.zeros((x0.shape[0], *cfg.size), device=self.device) for c in self.components}
-            for view in cfg.tta:
-                x = apply_view(x0, view)
-                feats = self._encode(x)
-                recon = self.decoder(feats[cfg.latent_layer], cfg.size)
-                maps = {"pixel": _error(x, recon, cfg.pixel_error)}
-                rec_feats = self._encode(recon)
-                for layer in cfg.feature_layers:
-                    err = _error(feats[layer], rec_feats[layer], "l2")[:, None]
-                    maps[f"feature:{layer}"] = F.interpolate(err, size=cfg.size, mode="bilinear", align_corners=False)[:, 0]
-                for c, m in maps.items():
-                    acc[c] += invert_view(m, view)
-            for c in self.components:
-                out[c][s : s + 64] = (acc[c] / len(cfg.tta)).cpu().numpy()
+            maps = self.error_maps(self._input(frames[s : s + 64])).cpu().numpy()
+            for i, c in enumerate(self.components):
+                out[c][s : s + 64] = maps[:, i]
         return out
 
     def _fit_components(self, segments: list[np.ndarray]) -> None:
         maps = self.component_maps(np.concatenate(segments))
         fit = PowerTransform.fit if self.config.power_transform else Standardizer.fit
         self.transforms = {c: fit(m.reshape(m.shape[0], -1).mean(axis=1)) for c, m in maps.items()}
-
-    def _score_frames(self, frames: np.ndarray, with_maps: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        cfg = self.config
-        if not self.transforms:
-            raise OddspotError("the autoencoder is not fitted; run fit on training videos first")
-        maps = self.component_maps(frames)
-        weights = dict(zip(self.components, (cfg.pixel_weight, *cfg.feature_weights)))
-        score = np.zeros(frames.shape[0])
-        combined = np.zeros((frames.shape[0], *cfg.size), np.float32) if with_maps else None
-        for c, m in maps.items():
-            score += weights[c] * self.transforms[c](m.reshape(m.shape[0], -1).mean(axis=1))
-            if combined is not None:
-                t = self.transforms[c]
-                combined += np.float32(weights[c] / (t.scale if isinstance(t, PowerTransform) else t.std)) * m
-        return score, combined
 
     def _modules(self) -> dict[str, nn.Module]:
         """The trained modules by tensor-name prefix: the decoder, and the encoder when trained from scratch."""
@@ -313,23 +236,5 @@ class FrameAutoencoder(VideoDetector):
             load_module_tensors(module, record.prefixed(prefix), f"{prefix}.", record)
             module.eval()
 
-    def _state(self) -> dict[str, Any]:
-        return {"transforms": {c: {"type": type(t).__name__, **t.to_dict()} for c, t in self.transforms.items()}}
 
-    def _load_state(self, state: dict[str, Any], source: str) -> None:
-        extra = sorted(set(state) - {"transforms"})
-        if extra:
-            raise OddspotError(f"{source}: unexpected field {extra[0]}; refit the model")
-        table = state.get("transforms")
-        if not isinstance(table, dict) or set(table) != set(self.components):
-            raise OddspotError(f"{source}: transforms must hold one entry per score component "
-                               f"({', '.join(self.components)}); refit the model")
-        types = {"PowerTransform": PowerTransform, "Standardizer": Standardizer}
-        self.transforms = {}
-        for c in self.components:
-            entry = table[c]
-            kind = entry.get("type") if isinstance(entry, dict) else None
-            if not isinstance(kind, str) or kind not in types:
-                raise OddspotError(f"{source}: transforms.{c}.type must be PowerTransform or Standardizer; refit the model")
-            fields_ = {k: v for k, v in entry.items() if k != "type"}
-            self.transforms[c] = types[kind].from_dict(fields_, f"{source}: transforms.{c}")
+__all__ = ["ERRORS", "MAX_WEIGHT", "SCRATCH_LAYERS", "AutoencoderConfig", "Decoder", "FrameAutoencoder", "ScratchEncoder"]

@@ -24,9 +24,8 @@ from oddspot.files import staged_folder, staged_output
 from oddspot.records.evaluation import SCORES_FILE, write_csv
 from oddspot.runs.prediction import Prediction
 from oddspot.runs.registry import load_model, model_class
-from oddspot.video.base import VideoDetector
+from oddspot.video.head import VideoHead
 from oddspot.video.datasets import decode_videos, open_video_dataset, open_videos
-from oddspot.video.evaluate import write_evaluation
 from oddspot.video.postprocess import PROTOCOLS
 
 ERRORS_FILE = "errors.csv"
@@ -42,14 +41,14 @@ def _check(protocol: str, skip_first: int = 0) -> None:
         raise OddspotError(f"skip_first {skip_first} is negative; use 0 to keep every frame")
 
 
-def build(kind: str, options: dict[str, Any], source: str = "model options", device: str = "cpu") -> VideoDetector:
+def build(kind: str, options: dict[str, Any], source: str = "model options", device: str = "cpu") -> VideoHead:
     """A new, unfitted video model of `kind` from `options` (checked strictly; errors start with `source`)."""
     cls = model_class("video", kind)
     return cls(from_mapping(cls.config_class, options, source), device=device)
 
 
-def fit(data: str | Path, out: str | Path, model: VideoDetector, layout: str = "auto",
-        cache_dir: Path | None = None, warn: Warn = print) -> VideoDetector:
+def fit(data: str | Path, out: str | Path, model: VideoHead, layout: str = "auto",
+        cache_dir: Path | None = None, warn: Warn = print) -> VideoHead:
     """Fit `model` on the training videos of the dataset `data` and save it to `out` (replaced as a
     whole when the fit succeeds; a failed fit leaves it as it was)."""
     with staged_folder(out, inputs=(data, cache_dir)) as stage:
@@ -65,7 +64,7 @@ def fit(data: str | Path, out: str | Path, model: VideoDetector, layout: str = "
     return model
 
 
-def _predict_each(model: VideoDetector, videos: list[Video], protocol: str, labelled: bool,
+def _predict_each(model: VideoHead, videos: list[Video], protocol: str, labelled: bool,
                   warn: Warn) -> tuple[list[Prediction], list[Video], list[dict]]:
     """Predict video by video (frames released after each); a video that fails is skipped and reported."""
     done, kept, failed = [], [], []
@@ -89,13 +88,16 @@ def _frame_paths(video: Video, n: int) -> list[str]:
 
 
 def predict(run: str | Path, frames: str | Path, out: str | Path, protocol: str = "trained",
-            cache_dir: Path | None = None, device: str = "cpu", warn: Warn = print) -> dict[str, Any]:
+            cache_dir: Path | None = None, device: str | None = "cpu", warn: Warn = print,
+            model: Any | None = None) -> dict[str, Any]:
     """Score unlabeled videos (see `oddspot.video.datasets.open_videos`) with the model in `run`.
 
     Writes `out/scores.csv` and `out/errors.csv`; returns counts (videos, frames, anomalous frames, errors).
+    `model`: an already loaded model (any runtime, `oddspot.export.load_for_inference`).
     """
     _check(protocol)
-    model = load_model(run, task="video", device=device)
+    if model is None:
+        model = load_model(run, task="video", device=device)
     videos, errors = open_videos(frames, cache_dir=cache_dir)
     for e in errors:
         warn(f"warning: skipped {e['path']}: {e['error']}")
@@ -133,5 +135,7 @@ def evaluate(run: str | Path, data: str | Path, out: str | Path, layout: str = "
     threshold = model.post.threshold if protocol == "trained" else None
     extra = {"model": str(run), "kind": model.kind, "protocol": protocol, "skipped_videos": skipped,
              "threshold_quantile": model.post.threshold_quantile, "max_pixels": max_pixels()}
+    from oddspot.video.evaluate import write_evaluation
+
     return write_evaluation(out, predictions, kept, skip_first=skip_first, threshold=threshold, extra=extra,
                             title=f"{model.kind}: frame scores (red: anomalous frames)")

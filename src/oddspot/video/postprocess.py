@@ -4,6 +4,9 @@ Every fitted number here (normalization statistics, the decision threshold) come
 (held-out normal) scores and is stored with the model, so a test frame's score never depends on the other test frames' scores. The one
 exception, per-test-video min-max scaling used by some papers, exists only as the named legacy
 protocol `legacy_minmax_per_video` and is never applied by default.
+
+Applying a fitted post-processor is numpy only (the torch-free runtime runs it); fitting a power
+transform's lambda uses scipy.
 """
 
 from __future__ import annotations
@@ -13,8 +16,6 @@ from dataclasses import asdict, dataclass, fields
 from typing import TypeVar
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
-from scipy.stats import yeojohnson, yeojohnson_normmax
 
 from oddspot.configs import check_range, from_mapping
 from oddspot.errors import OddspotError
@@ -22,7 +23,42 @@ from oddspot.errors import OddspotError
 NORMALIZATIONS = ("train_zscore", "none")
 PROTOCOLS = ("trained", "legacy_minmax_per_video")
 MAX_SIGMA = 1000.0
+TRUNCATE = 4.0
+# Edge modes of `gaussian_filter1d`, named as scipy.ndimage names them -> numpy's padding mode.
+EDGE_MODES = {"nearest": "edge", "reflect": "symmetric", "mirror": "reflect"}
 T = TypeVar("T")
+
+
+def gaussian_weights(sigma: float, truncate: float = TRUNCATE) -> np.ndarray:
+    """The normalized Gaussian of `scipy.ndimage.gaussian_filter1d`: radius int(truncate sigma + 0.5), float64."""
+    radius = int(truncate * float(sigma) + 0.5)
+    x = np.arange(-radius, radius + 1)
+    phi = np.exp(-0.5 / (float(sigma) * float(sigma)) * x**2)
+    return phi / phi.sum()
+
+
+def gaussian_filter1d(values: np.ndarray, sigma: float, mode: str = "nearest", truncate: float = TRUNCATE) -> np.ndarray:
+    """1-D Gaussian filter of float64 `values`, as `scipy.ndimage.gaussian_filter1d` (sigma > 0; modes of EDGE_MODES)."""
+    weights = gaussian_weights(sigma, truncate)
+    padded = np.pad(np.asarray(values, dtype=np.float64), weights.size // 2, mode=EDGE_MODES[mode])
+    return np.correlate(padded, weights, mode="valid")
+
+
+def yeojohnson(values: np.ndarray, lmbda: float) -> np.ndarray:
+    """The Yeo-Johnson transform with a given lambda, computed as `scipy.stats.yeojohnson` does (float64)."""
+    x = np.asarray(values, dtype=np.float64)
+    eps = np.finfo(np.float64).eps
+    out = np.zeros_like(x)
+    pos = x >= 0
+    if abs(lmbda) < eps:
+        out[pos] = np.log1p(x[pos])
+    else:
+        out[pos] = np.expm1(lmbda * np.log1p(x[pos])) / lmbda
+    if abs(lmbda - 2) > eps:
+        out[~pos] = -np.expm1((2 - lmbda) * np.log1p(-x[~pos])) / (2 - lmbda)
+    else:
+        out[~pos] = -np.log1p(-x[~pos])
+    return out
 
 
 def temporal_smooth(scores: np.ndarray, sigma: float) -> np.ndarray:
@@ -74,6 +110,8 @@ class PowerTransform:
         values = np.asarray(values, dtype=np.float64).reshape(-1)
         if values.size < 2:
             raise OddspotError("power transform needs at least 2 training scores; give more training frames")
+        from scipy.stats import yeojohnson_normmax
+
         scale = float(np.std(values)) or 1.0
         lmbda = float(yeojohnson_normmax(values / scale))
         t = yeojohnson(values / scale, lmbda)

@@ -1,21 +1,25 @@
 """Test-time augmentation views for frame models: identity, horizontal flip, vertical flip, 180 degree rotation.
 
 Each view is its own inverse, so a map computed on a transformed frame is brought back to the
-frame's orientation by applying the same view again (`invert_view`).
+frame's orientation by applying the same view again (`invert_view`). Views work on numpy arrays
+and torch tensors alike; this module never imports torch (the torch-free runtime reads the views).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
-import torch
 
 from oddspot.errors import OddspotError
 
+if TYPE_CHECKING:
+    import torch
+
 VIEWS: tuple[str, ...] = ("identity", "hflip", "vflip", "rot180")
 
-Array = np.ndarray | torch.Tensor
+Array = Union[np.ndarray, "torch.Tensor"]
 
 
 def check_views(views: Sequence[str]) -> tuple[str, ...]:
@@ -30,9 +34,9 @@ def check_views(views: Sequence[str]) -> tuple[str, ...]:
 
 
 def _flip(x: Array, dims: tuple[int, ...]) -> Array:
-    if isinstance(x, torch.Tensor):
-        return torch.flip(x, dims=dims)
-    return np.ascontiguousarray(np.flip(x, axis=dims))
+    if isinstance(x, np.ndarray):
+        return np.ascontiguousarray(np.flip(x, axis=dims))
+    return x.flip(dims)  # a torch tensor
 
 
 def apply_view(x: Array, view: str, spatial: tuple[int, int] = (-2, -1)) -> Array:
