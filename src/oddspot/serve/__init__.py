@@ -1,0 +1,1 @@
+"""`oddspot serve`: an HTTP inspection service."""
