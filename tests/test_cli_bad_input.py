@@ -146,6 +146,20 @@ TABLE: dict[str, dict[str, list[str] | str]] = {
         "out of range": "upgrade has no numeric option",
         "unreadable config": ["DAMAGED"],  # its model.json is not JSON
     },
+    "export": {
+        "missing path": ["MISSING", "-o", "OUT"],
+        "unknown option": ["RUN", "-o", "OUT", "--fmt", "onnx"],
+        "missing argument": ["-o", "OUT"],
+        "out of range": ["RUN", "-o", "OUT", "--samples", "0"],
+        "unreadable config": ["DAMAGED", "-o", "OUT"],  # its model.json is not JSON
+    },
+    "serve": {
+        "missing path": ["MISSING"],
+        "unknown option": ["RUN", "--workers", "2"],
+        "missing argument": ["--port", "0"],
+        "out of range": ["RUN", "--max-batch", "0"],
+        "unreadable config": ["DAMAGED"],  # its model.json is not JSON
+    },
     "experiment": {
         "missing path": ["MISSING"],
         "unknown option": ["BAD_YAML", "--dry-run"],

@@ -106,7 +106,7 @@ def test_runtime_auto_exports_once_and_again_after_a_refit(fitted, tiny_mvtec, s
     images = str(tiny_mvtec / "brick" / "test" / "good")
     first = CliRunner().invoke(cli, ["predict", str(run), images, "-o", str(tmp_path / "a")])
     assert first.exit_code == 0, first.output
-    assert "exporting" in first.output and "on openvino fp32" in first.output
+    assert "exporting" in first.output and "(runtime: openvino fp32)" in first.output
     assert (run / "exports" / "openvino-fp32" / "model.json").is_file()
     second = CliRunner().invoke(cli, ["predict", str(run), images, "-o", str(tmp_path / "b")])
     assert second.exit_code == 0 and "exporting" not in second.output

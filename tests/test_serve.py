@@ -476,6 +476,7 @@ def test_road_model_returns_map_summary_and_predicts_scores(tmp_path):
     images = list_images(case.data / "test" / "images", recursive=True)
     out = tmp_path / "road-predicted"
     done = CliRunner().invoke(cli, ["road", "predict", str(run), *map(str, images), "-o", str(out), "--threads", "1",
+                                    "--runtime", "torch",
                                     "--no-panels"])
     assert done.exit_code == 0, done.output
     rows = read_scores(out / "scores.csv")

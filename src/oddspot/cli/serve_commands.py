@@ -39,7 +39,7 @@ NEEDS = ("fastapi", "uvicorn", "prometheus_client", "multipart")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="Where networks run: auto uses a GPU when there is one.")
 def serve_cmd(runs: tuple[str, ...], host: str, port: int, max_batch: int, max_wait_ms: float, queue: int, timeout: float,
-              max_body_mb: float, max_pixels: int, token_env: str, runtime: str, precision: str, threads: int,
+              max_body_mb: float, max_pixels: int, token_env: str, runtime: str, precision: str, search: str, threads: int,
               device: str) -> None:
     """Serve fitted inspect and road RUNs over HTTP (name one NAME=RUN; by default its folder's name).
 
@@ -62,7 +62,7 @@ def serve_cmd(runs: tuple[str, ...], host: str, port: int, max_batch: int, max_w
     where = apply_runtime(threads, device, lazy=True)
     sock = bind(host, port)  # a taken port fails before minutes of loading
     try:
-        models = [load_served(spec, runtime, precision, where) for spec in runs]
+        models = [load_served(spec, runtime, precision, where, search) for spec in runs]
     except BaseException:
         sock.close()
         raise

@@ -8,7 +8,7 @@ contract (`oddspot.runs`): `model.json` + `model.safetensors`. Its post-processo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
@@ -18,6 +18,7 @@ from oddspot.calibration import Calibration
 from oddspot.configs import finite_number, from_mapping
 from oddspot.data.sample import Sample
 from oddspot.errors import OddspotError
+from oddspot.progress import track
 from oddspot.runs.contract import MODEL_FILE, Record
 from oddspot.runs.prediction import Prediction, finite_scores
 
@@ -55,6 +56,13 @@ def images_of(items: Sequence[ImageLike]) -> list[np.ndarray]:
             raise OddspotError(f"image {i}: expected an H x W x 3 uint8 array or a Sample, got {got}")
         out.append(image)
     return out
+
+
+def batches(images: list[np.ndarray], size: int, description: str) -> Iterator[tuple[int, list[np.ndarray]]]:
+    """(start, images) in chunks of `size`, with a progress bar named `description`."""
+    starts = range(0, len(images), size)
+    for lo in track(starts, description, total=len(starts)):
+        yield lo, images[lo:lo + size]
 
 
 def make_config(cls: type[C], config: C | None, options: dict[str, Any], name: str) -> C:

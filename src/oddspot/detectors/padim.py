@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from oddspot.detectors.base import ImageLike, images_of, make_config
+from oddspot.detectors.base import ImageLike, batches, images_of, make_config
 from oddspot.detectors.padim_head import PaDiMConfig, PaDiMHead, select_channels
 from oddspot.errors import OddspotError
 from oddspot.features import Backbone, FeatureExtractor, build_backbone
@@ -105,7 +105,7 @@ class PaDiM(PaDiMHead, RunModel):
         self.set_fitted(None, None, select_channels(self._channel_count(), self.config), {}, None)
         total = outer = None
         grid = (0, 0)
-        for _, batch in self._batches(images, "features"):
+        for _, batch in batches(images, self.config.batch_size, "features"):
             feats = self.patch_features(batch)[: len(batch)]
             grid = feats.shape[1:3]
             x = torch.from_numpy(feats).double().flatten(1, 2)

@@ -8,7 +8,7 @@ features (Mahalanobis distances, maps, image scores, calibration) is this one co
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,12 +17,11 @@ import numpy as np
 from oddspot.calibration import Calibration
 from oddspot.configs import check_range
 from oddspot.detectors.base import (
-    TASK, ImageLike, Prediction, check_shape, display_state, finish, images_of, record_config, record_postprocess, state_int,
+    TASK, batches, ImageLike, Prediction, check_shape, display_state, finish, images_of, record_config, record_postprocess, state_int,
     where,
 )
 from oddspot.errors import OddspotError
 from oddspot.imaging import anomaly_maps
-from oddspot.progress import track
 from oddspot.runs.contract import Record
 
 
@@ -78,12 +77,6 @@ class PaDiMHead:
         """Up to `config.batch_size` images -> float32 N x h x w x d features at the kept channels (N >= len(batch))."""
         raise NotImplementedError
 
-    def _batches(self, images: list[np.ndarray], description: str) -> Iterator[tuple[int, list[np.ndarray]]]:
-        bs = self.config.batch_size
-        starts = range(0, len(images), bs)
-        for lo in track(starts, description, total=len(starts)):
-            yield lo, images[lo:lo + bs]
-
     def mahalanobis(self, feats: np.ndarray) -> np.ndarray:
         """N x h x w x d features -> N x h x w Mahalanobis distances to each position's Gaussian (float32).
 
@@ -112,7 +105,7 @@ class PaDiMHead:
         positions, d = self.mean.shape
         scores: list[np.ndarray] = []
         out_maps: list[np.ndarray] | None = [] if maps else None
-        for _, batch in self._batches(images, "scoring"):
+        for _, batch in batches(images, self.config.batch_size, "scoring"):
             feats = self.patch_features(batch)[: len(batch)]
             n, h, w, c = feats.shape
             if h * w != positions:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from oddspot.detectors.base import ImageLike, images_of, make_config
+from oddspot.detectors.base import ImageLike, batches, images_of, make_config
 from oddspot.detectors.memory_bank import greedy_coreset
 from oddspot.detectors.patchcore_head import SCORINGS, PatchCoreConfig, PatchCoreHead
 from oddspot.errors import OddspotError
@@ -69,7 +69,7 @@ class PatchCore(PatchCoreHead, RunModel):
         if len(images) == 0:
             raise OddspotError("PatchCore.fit needs at least one normal image")
         t0 = time.perf_counter()
-        chunks = [self.patch_features(batch)[: len(batch)] for _, batch in self._batches(images, "features")]
+        chunks = [self.patch_features(batch)[: len(batch)] for _, batch in batches(images, self.config.batch_size, "features")]
         feats = np.concatenate(chunks)
         grid = feats.shape[1:3]
         feats = feats.reshape(-1, feats.shape[-1])

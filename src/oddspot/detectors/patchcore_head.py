@@ -8,7 +8,7 @@ features (search, scoring, maps, calibration) is this one code, so both give the
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,12 +17,11 @@ import numpy as np
 from oddspot.calibration import Calibration
 from oddspot.configs import check_range
 from oddspot.detectors.base import (
-    TASK, ImageLike, Prediction, check_shape, display_state, finish, images_of, record_config, record_postprocess, state_int,
+    TASK, batches, ImageLike, Prediction, check_shape, display_state, finish, images_of, record_config, record_postprocess, state_int,
 )
 from oddspot.errors import OddspotError
 from oddspot.imaging import anomaly_maps
 from oddspot.neighbors import KNNIndex
-from oddspot.progress import track
 from oddspot.runs.contract import Record
 
 SCORINGS = ("max", "reweighted", "topk_mean")
@@ -83,12 +82,6 @@ class PatchCoreHead:
         """Up to `config.batch_size` images -> float32 N x h x w x C patch features (N >= len(batch))."""
         raise NotImplementedError
 
-    def _batches(self, images: list[np.ndarray], description: str) -> Iterator[tuple[int, list[np.ndarray]]]:
-        bs = self.config.batch_size
-        starts = range(0, len(images), bs)
-        for lo in track(starts, description, total=len(starts)):
-            yield lo, images[lo:lo + bs]
-
     @property
     def index(self) -> KNNIndex:
         if self.memory_bank is None:
@@ -131,7 +124,7 @@ class PatchCoreHead:
         cfg = self.config
         scores: list[np.ndarray] = []
         out_maps: list[np.ndarray] | None = [] if maps else None
-        for _, batch in self._batches(images, "scoring"):
+        for _, batch in batches(images, self.config.batch_size, "scoring"):
             feats = self.patch_features(batch)[: len(batch)]
             n, h, w, c = feats.shape
             if c != self.memory_bank.shape[1]:

@@ -79,7 +79,14 @@ def _load(run: Path, task: str | None, runtime: str, precision: str, device: str
 
 
 def cached_export(run: Path, fmt: str, precision: str, device: str | None = None) -> Path:
-    """The run's export in `fmt`/`precision`, from the cache when it belongs to this model.json, else made now."""
+    """The run's export in `fmt`/`precision`, from the cache when it belongs to this model.json, else made now.
+
+    The run is verified first (hashes of model.json's files): the cache copies its tensors, so a
+    run changed after its export must be refused, not served from the cache.
+    """
+    from oddspot.runs.contract import load_record
+
+    load_record(run)
     folder = run / CACHE / f"{fmt}-{precision}"
     sha = hashlib.sha256((run / MODEL_FILE).read_bytes()).hexdigest()
     try:
@@ -89,12 +96,12 @@ def cached_export(run: Path, fmt: str, precision: str, device: str | None = None
     except OddspotError:
         pass  # absent or damaged: export again
     from oddspot.export.folder import export_run
-    from oddspot.runs.contract import load_record
 
-    load_record(run)  # a damaged run is refused before anything is announced or written
-    print(f"exporting {run} to {fmt} {precision} (once; cached in {folder})", file=sys.stderr)
+    def announce() -> None:
+        print(f"exporting {run} to {fmt} {precision} (once; cached in {folder})", file=sys.stderr)
+
     try:
-        export_run(run, fmt, precision, folder, device=device, cache=True)
+        export_run(run, fmt, precision, folder, device=device, cache=True, announce=announce)
     except OSError:  # a read-only run folder: export to a temporary folder instead
         folder = Path(tempfile.mkdtemp(prefix="oddspot-export-")) / f"{fmt}-{precision}"
         export_run(run, fmt, precision, folder, device=device)

@@ -72,10 +72,11 @@ def calibration_images(run: Path, task: str, folder: str | Path | None, count: i
 
 def export_run(run: str | Path, fmt: str, precision: str, out: str | Path, calibration: str | Path | None = None,
                samples: int = CALIBRATION_IMAGES, seed: int = 0, device: str | None = None,
-               cache: bool = False) -> dict[str, Any]:
+               cache: bool = False, announce: Callable[[], None] | None = None) -> dict[str, Any]:
     """Export the network of a fitted run to `out` (replaced as a whole); returns what was written.
 
     `cache`: `out` is the run's own export cache (inside the run folder, which is otherwise refused).
+    `announce` is called once the run has loaded, before the (slow) export.
     """
     run, out = Path(run), Path(out)
     if fmt not in FORMATS:
@@ -89,6 +90,8 @@ def export_run(run: str | Path, fmt: str, precision: str, out: str | Path, calib
     if key not in GRAPH_BUILDERS:
         raise OddspotError(f"{run}: {model.task} {model.kind} models cannot be exported yet; "
                            f"exportable: {', '.join(f'{t} {k}' for t, k in GRAPH_BUILDERS)}")
+    if announce is not None:
+        announce()
     graphs = GRAPH_BUILDERS[key](model)
     images, source = ([], None)
     if precision == "int8":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -132,16 +133,24 @@ def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path, save
 
 
 def _prefetched(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Sequence[T], ahead: int) -> Iterator[R]:
-    """`fn(item)` for each item, in order, computed by `pool` at most `ahead` items in advance."""
+    """`fn(item)` for each item, in order, computed by `pool` at most `ahead` items in advance.
+
+    Each call runs in a copy of the caller's context, so context settings (the pixel budget of
+    `data.image_io.pixel_budget`) hold in the worker threads too.
+    """
     window: deque[Future] = deque()
     it = iter(items)
+
+    def submit(item: T) -> Future:
+        return pool.submit(contextvars.copy_context().run, fn, item)
+
     for item in it:
-        window.append(pool.submit(fn, item))
+        window.append(submit(item))
         if len(window) >= ahead:
             break
     while window:
         result = window.popleft().result()
         nxt = next(it, None)
         if nxt is not None:
-            window.append(pool.submit(fn, nxt))
+            window.append(submit(nxt))
         yield result

@@ -14,7 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from oddspot.errors import OddspotError
+from oddspot.imaging import resize_image
 from oddspot.runs.contract import MODEL_FILE, Record, save_record
 from oddspot.runtime.engine import Engine
 
@@ -69,12 +72,28 @@ class ExportedModel:
     def runtime(self) -> str:
         return next(iter(self.graphs.values())).engine.describe()
 
+    def image_trunk(self, name: str, batch: list[np.ndarray], size: int) -> np.ndarray:
+        """Graph `name` on each image resized to size x size (`imaging.resize_image`), outputs stacked."""
+        outputs = self.graphs[name].engine.run_many([resize_image(image, size)[None] for image in batch])
+        return np.concatenate([out[0] for out in outputs])
+
+    def check_image_input(self, record: Record, name: str, size: int) -> None:
+        """Graph `name` must take one size x size x 3 image, as the stored config says."""
+        shape = self.graphs[name].input_shape
+        if shape != (1, size, size, 3):
+            raise OddspotError(f"{record.source}/{MODEL_FILE}: the {name} graph takes {list(shape)}, but config.image_size "
+                               f"is {size}; export the model again")
+
     def fit(self, *args: Any, **kwargs: Any) -> Any:
         raise OddspotError("an exported model cannot be fitted; fit the original run, then export it again")
 
     def save(self, folder: str | Path) -> Path:
-        """Write a copy of the exported folder (model.json, tensors, graph files)."""
-        return save_record(folder, self.to_record())
+        """Write a copy of the exported folder (model.json, tensors, graph files, oddspot's marker)."""
+        from oddspot.files import MARKER_FILE, atomic_write_text
+
+        save_record(folder, self.to_record())
+        atomic_write_text(Path(folder) / MARKER_FILE, '{"written_by": "oddspot"}\n')
+        return Path(folder)
 
     def to_record(self) -> Record:
         raise NotImplementedError

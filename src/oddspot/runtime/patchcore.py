@@ -6,8 +6,7 @@ import numpy as np
 
 from oddspot.detectors.patchcore_head import PatchCoreHead
 from oddspot.errors import OddspotError
-from oddspot.imaging import resize_image
-from oddspot.runs.contract import MODEL_FILE, Record
+from oddspot.runs.contract import Record
 from oddspot.runtime.exported import ExportedModel
 
 GRAPHS = ("trunk",)
@@ -17,9 +16,7 @@ class ExportedPatchCore(ExportedModel, PatchCoreHead):
     """PatchCore whose patch features come from the exported trunk graph (input: 1 x S x S x 3 pixels 0..255)."""
 
     def patch_features(self, batch: list[np.ndarray]) -> np.ndarray:
-        engine = self.graphs["trunk"].engine
-        size = self.config.image_size
-        return np.concatenate([engine(resize_image(image, size)[None])[0] for image in batch])
+        return self.image_trunk("trunk", batch, self.config.image_size)
 
     def to_record(self) -> Record:
         return self.with_graph(PatchCoreHead.to_record(self))
@@ -33,8 +30,5 @@ class ExportedPatchCore(ExportedModel, PatchCoreHead):
         model.config = config
         model.set_fitted(bank, state, postprocess)
         model.attach(record, GRAPHS, device)
-        shape = model.graphs["trunk"].input_shape
-        if shape != (1, config.image_size, config.image_size, 3):
-            raise OddspotError(f"{record.source}/{MODEL_FILE}: the trunk graph takes {list(shape)}, but config.image_size "
-                               f"is {config.image_size}; export the model again")
+        model.check_image_input(record, "trunk", config.image_size)
         return model

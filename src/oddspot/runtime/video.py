@@ -44,7 +44,7 @@ class ExportedMotionDetector(ExportedModel, MotionHead):
     def deep_features(self, stacks: np.ndarray) -> np.ndarray:
         engine = self.graphs["trunk"].engine
         stacks = _frames_at(stacks, self.size)
-        return np.concatenate([engine(stack[None])[0] for stack in stacks])
+        return np.concatenate([out[0] for out in engine.run_many([stack[None] for stack in stacks])])
 
     def _deep_channels(self) -> int:
         return self._channels
@@ -75,7 +75,7 @@ class ExportedFrameAutoencoder(ExportedModel, AutoencoderHead):
     def component_maps(self, frames: np.ndarray) -> dict[str, np.ndarray]:
         engine = self.graphs["network"].engine
         frames = _frames_at(frames, self.size)
-        maps = [engine(frame[None])[0] for frame in frames]
+        maps = [out[0] for out in engine.run_many([frame[None] for frame in frames])]
         stacked = np.concatenate(maps) if maps else np.zeros((0, len(self.components), *self.size), np.float32)
         return {c: np.ascontiguousarray(stacked[:, i]) for i, c in enumerate(self.components)}
 

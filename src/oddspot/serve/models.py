@@ -86,7 +86,7 @@ class ServedModel:
         """[height, width] the model resizes images to, or None when it scores images at their own size."""
         config = self.model.config
         if self.task == "road":
-            size = config.train.eval_size
+            size = getattr(self.model, "input_size", None) or config.train.eval_size  # an exported road graph's fixed size
             return None if size is None else [int(size[0]), int(size[1])]
         size = getattr(config, "image_size", None)
         if size is None:  # a cascade: its localizer makes the maps
@@ -166,7 +166,8 @@ class ServedModel:
         return heatmap_overlay(image, amap, top)
 
 
-def load_served(spec: str, runtime: str = "auto", precision: str = "fp32", device: str | None = None) -> ServedModel:
+def load_served(spec: str, runtime: str = "auto", precision: str = "fp32", device: str | None = None,
+                search: str = "exact") -> ServedModel:
     """Load `RUN` or `NAME=RUN` on `runtime` for serving; a video run or a broken folder is a one-line error."""
     from oddspot.export import load_for_inference
 
@@ -176,5 +177,5 @@ def load_served(spec: str, runtime: str = "auto", precision: str = "fp32", devic
         raise OddspotError(f"{run}: a {meta['task']} model; `oddspot serve` serves {' and '.join(SERVED_TASKS)} "
                            f"models (score videos with `oddspot {meta['task']} predict`)")
     version = hashlib.sha256((run / MODEL_FILE).read_bytes()).hexdigest()[:12]
-    model = load_for_inference(run, meta["task"], runtime, precision, device=device)
+    model = load_for_inference(run, meta["task"], runtime, precision, device=device, search=search)
     return ServedModel(name, run, model, version, meta["oddspot_version"])
