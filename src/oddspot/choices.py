@@ -23,4 +23,4 @@ MAX_PIXELS_LIMIT = 2 * 89_478_485
 RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")
 PRECISIONS = ("fp32", "bf16", "int8")
 EXPORT_FORMATS = ("openvino", "onnx")
-SEARCHES = ("exact", "hnsw")
+SEARCHES = ("exact", "ivf", "hnsw")

@@ -1,8 +1,10 @@
 """Nearest-neighbour search over a memory bank of normal features (faiss; no torch).
 
-`KNNIndex` is exact; `KNNIndex(bank, search="hnsw")` finds candidates in a faiss HNSW graph
-instead of a flat scan (much less work on a large bank, with a recall below 1 that
-`benchmarks/predict.py` measures) and re-ranks them exactly like the flat search.
+`KNNIndex` is exact. `KNNIndex(bank, search="ivf")` scans only the bank entries of the
+`nprobe` k-means cells nearest each query, and `"hnsw"` walks a faiss HNSW graph: much less work
+on a large bank, with a recall below 1 that `benchmarks/predict.py` measures. Both re-rank what
+they find exactly like the flat search, so a found neighbour has its exact distance, and a
+missed one can only make a patch score higher.
 
 The exact search: faiss computes distances with matrix products whose rounding depends on
 where a query sits in its block, so the same patch could score differently (by ~1e-5) with other
@@ -20,9 +22,11 @@ from oddspot.errors import OddspotError
 
 RERANK = 4  # extra candidates faiss returns per query, re-ranked by exact distances
 RERANK_ROWS = 4096  # queries re-ranked at once (bounds the candidates' memory)
-HNSW_M = 32  # graph degree
-HNSW_EF_CONSTRUCTION = 80
-HNSW_EF_SEARCH = 48  # candidates kept while searching; more = higher recall, slower
+HNSW_M = 16  # graph degree
+HNSW_EF_CONSTRUCTION = 40
+HNSW_EF_SEARCH = 16  # candidates kept while searching; more = higher recall, slower
+IVF_POINTS_PER_CELL = 39  # faiss's minimum for training k-means without warnings
+IVF_PROBE_SHARE = 16  # scan 1/16 of the cells
 
 
 class KNNIndex:
@@ -45,15 +49,12 @@ class KNNIndex:
             self._index = faiss.IndexFlatL2(bank.shape[1])
             self._index.add(bank)
             return
-        self._index = faiss.IndexHNSWFlat(bank.shape[1], HNSW_M)
-        self._index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         threads = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(1)  # insertion order decides the graph: one thread, one graph
+        faiss.omp_set_num_threads(1)  # one thread builds one graph / one k-means: the same bank, the same index
         try:
-            self._index.add(bank)
+            self._index = _hnsw(bank) if search == "hnsw" else _ivf(bank)
         finally:
             faiss.omp_set_num_threads(threads)
-        self._index.hnsw.efSearch = HNSW_EF_SEARCH
 
     def candidates(self, queries: np.ndarray, m: int) -> np.ndarray:
         """Q x m indices of bank rows that hold each query's nearest neighbours (faiss's ranking)."""
@@ -66,6 +67,34 @@ class KNNIndex:
         k = min(k, self.bank.shape[0])
         cand = self.candidates(queries, min(k + RERANK, self.bank.shape[0]))
         return rerank(self.bank, queries, cand, k)
+
+
+def _hnsw(bank: np.ndarray) -> object:
+    import faiss
+
+    index = faiss.IndexHNSWFlat(bank.shape[1], HNSW_M)
+    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    index.add(bank)
+    index.hnsw.efSearch = HNSW_EF_SEARCH
+    return index
+
+
+def _ivf(bank: np.ndarray) -> object:
+    """Inverted lists over about sqrt(N) k-means cells (seeded), `nprobe` = 1/16 of them; flat when the bank is small."""
+    import faiss
+
+    cells = min(int(round(np.sqrt(bank.shape[0]))), bank.shape[0] // IVF_POINTS_PER_CELL)
+    if cells < 2 * IVF_PROBE_SHARE:  # too small to gain anything: scan it all
+        index = faiss.IndexFlatL2(bank.shape[1])
+        index.add(bank)
+        return index
+    quantizer = faiss.IndexFlatL2(bank.shape[1])
+    index = faiss.IndexIVFFlat(quantizer, bank.shape[1], cells)
+    index.cp.seed = 0
+    index.train(bank)
+    index.add(bank)
+    index.nprobe = max(1, cells // IVF_PROBE_SHARE)
+    return index
 
 
 def rerank(bank: np.ndarray, queries: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
