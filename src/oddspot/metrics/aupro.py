@@ -58,6 +58,18 @@ class AUPRO:
         """False once the table switched to binned mode (results then carry an error bound)."""
         return not self._table.binned
 
+    def merge(self, other: AUPRO) -> AUPRO:
+        """Add the images `other` saw (another process's state); returns self. Exact states merge
+        exactly in any order: the result equals that of one process that saw every image."""
+        if not isinstance(other, AUPRO):
+            raise OddspotError(f"AUPRO.merge: expected AUPRO, got {type(other).__name__}")
+        if other.fpr_limit != self.fpr_limit:
+            raise OddspotError(f"AUPRO.merge: fpr_limit {other.fpr_limit} != {self.fpr_limit}; merge states of one setting")
+        self._table.merge(other._table)
+        self._n_regions += other._n_regions
+        self._n_images += other._n_images
+        return self
+
     def update(self, anomaly_maps: Any, masks: Any) -> None:
         """Add one image (H x W) or a batch (N x H x W) of anomaly maps with their bool masks."""
         where = "AUPRO.update"

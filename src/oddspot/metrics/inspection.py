@@ -15,6 +15,7 @@ import numpy as np
 
 from oddspot.errors import OddspotError
 from oddspot.metrics._inputs import binary_array, scores_array
+from oddspot.metrics._order import canonical_order, check_disjoint, item_key
 from oddspot.metrics.aupro import AUPRO
 from oddspot.metrics.bootstrap import bootstrap_ci
 from oddspot.metrics.breakdowns import defect_type_breakdown, size_breakdown
@@ -48,6 +49,10 @@ class InspectionEvaluator:
         size_edges: two area fractions splitting defects into small / medium / large; None =
             terciles of the defective images' mask areas.
         max_exact_values, max_bins, threads: pixel score-table settings (see `ScoreTable`).
+
+    Each image may carry a `key` (its index in the dataset, or its path); per-image results are
+    computed in key order (insertion order by default), so `merge` of evaluators that saw disjoint
+    keyed images gives the same numbers as one evaluator that saw them all (exact pixel tables).
     """
 
     def __init__(
@@ -78,6 +83,7 @@ class InspectionEvaluator:
         self._labels: list[int] = []
         self._types: list[str] = []
         self._areas: list[float] = []
+        self._keys: list[int | str] = []
         self._n_maps = 0
         self._no_mask = 0
 
@@ -88,13 +94,16 @@ class InspectionEvaluator:
         anomaly_map: np.ndarray | None = None,
         mask: np.ndarray | None = None,
         defect_type: str = "good",
+        key: int | str | None = None,
     ) -> None:
         """Add one image: its score, label (0 good / 1 defective), optional H x W map and mask.
 
         A good image's mask may be None (all False). A defective image without a mask counts
         for image-level metrics only. Bad input raises OddspotError and changes nothing.
+        `key` orders the image among merged states (see the class docstring).
         """
         where = f"InspectionEvaluator.add ({defect_type})"
+        k = item_key(key, len(self._scores), where)
         score = float(image_score)
         if math.isnan(score):
             raise OddspotError(f"{where}: image_score is NaN; fix the scorer")
@@ -122,7 +131,7 @@ class InspectionEvaluator:
                 gt = np.zeros(amap.shape, bool)
         if amap is not None and gt is not None:
             self._pixel.update(amap, gt)
-            self._per_image.update(amap, gt)
+            self._per_image.update(amap, gt, key=k)
             self._aupro.update(amap, gt)
             self._n_maps += 1
         elif amap is not None:
@@ -131,11 +140,41 @@ class InspectionEvaluator:
         self._labels.append(int(label))
         self._types.append(str(defect_type))
         self._areas.append(float(gt.mean()) if gt is not None and label == 1 and gt.size else float("nan"))
+        self._keys.append(k)
+
+    def merge(self, other: InspectionEvaluator) -> InspectionEvaluator:
+        """Add the images `other` saw (another process's evaluator, same settings, disjoint keys); returns self."""
+        where = "InspectionEvaluator.merge"
+        if not isinstance(other, InspectionEvaluator):
+            raise OddspotError(f"{where}: expected InspectionEvaluator, got {type(other).__name__}")
+        mine = (self.fpr_limit, self.bootstrap, self.seed, self.size_edges)
+        theirs = (other.fpr_limit, other.bootstrap, other.seed, other.size_edges)
+        if mine != theirs:
+            raise OddspotError(f"{where}: settings (fpr_limit, bootstrap, seed, size_edges) {theirs} != {mine}; "
+                               "merge evaluators made with one setting")
+        check_disjoint(self._keys, other._keys, where)
+        self._pixel.merge(other._pixel)
+        self._per_image.merge(other._per_image)
+        self._aupro.merge(other._aupro)
+        self._scores += other._scores
+        self._labels += other._labels
+        self._types += other._types
+        self._areas += other._areas
+        self._keys += other._keys
+        self._n_maps += other._n_maps
+        self._no_mask += other._no_mask
+        return self
 
     def _image_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         if not self._scores:
             raise OddspotError("InspectionEvaluator: no images were added; call add() first")
-        return np.asarray(self._scores, np.float64), np.asarray(self._labels, np.int8)
+        order = canonical_order(self._keys)
+        return np.asarray(self._scores, np.float64)[order], np.asarray(self._labels, np.int8)[order]
+
+    def _types_areas(self) -> tuple[list[str], np.ndarray]:
+        """Defect types and areas per image, in the order of `_image_arrays`."""
+        order = canonical_order(self._keys)
+        return [self._types[i] for i in order], np.asarray(self._areas)[order]
 
     def _image_bins(self, scores: np.ndarray, labels: np.ndarray):
         table = ScoreTable(max_exact_values=2**62, block_size=2**62)
@@ -170,9 +209,10 @@ class InspectionEvaluator:
             pixel["n_defective_without_mask"] = self._no_mask
             if pixel_threshold is not None:
                 pixel["at_threshold"] = self._pixel.at_threshold(pixel_threshold)
+        types, areas = self._types_areas()
         breakdowns = {
-            "defect_type": defect_type_breakdown(scores, labels, self._types),
-            "size": size_breakdown(scores, labels, np.asarray(self._areas), self.size_edges),
+            "defect_type": defect_type_breakdown(scores, labels, types),
+            "size": size_breakdown(scores, labels, areas, self.size_edges),
         }
         return _plain({"image": image, "pixel": pixel, "breakdowns": breakdowns})
 

@@ -168,6 +168,17 @@ class BinaryRankingMetrics:
         """Forget all scores."""
         self._table.reset()
 
+    def merge(self, other: BinaryRankingMetrics) -> BinaryRankingMetrics:
+        """Add the scores `other` saw (another process's state); returns self.
+
+        Exact states merge exactly in any order (see `ScoreTable.merge`): the results equal those
+        of one process that saw every score.
+        """
+        if not isinstance(other, BinaryRankingMetrics):
+            raise OddspotError(f"BinaryRankingMetrics.merge: expected BinaryRankingMetrics, got {type(other).__name__}")
+        self._table.merge(other._table)
+        return self
+
     @property
     def exact(self) -> bool:
         """False once the table switched to binned mode (results then carry error bounds)."""

@@ -167,6 +167,13 @@ def _allocate(keys: np.ndarray, neg: np.ndarray, pos: np.ndarray, max_bins: int,
     return offsets, shifts, packed
 
 
+def _coarser(a_offsets: np.ndarray, a_shifts: np.ndarray, b_offsets: np.ndarray, b_shifts: np.ndarray):
+    """The bucket layout holding both: per bucket the coarser shift, so every bin of either is inside one bin."""
+    shifts = np.maximum(a_shifts, b_shifts)
+    offsets = np.concatenate(([0], np.cumsum(np.uint64(1) << (np.uint64(LOW_BITS) - shifts)))).astype(np.int64)
+    return offsets, shifts
+
+
 class ScoreTable:
     """Streaming (score -> negative count, positive weight) table; see the module docstring.
 
@@ -285,6 +292,82 @@ class ScoreTable:
         self._current = [_merge(self._current)]
         keys, neg, hi, lo = _merge([self._state, self._current[0]])
         return Bins(values64(keys)[::-1], (hi + lo)[::-1], neg[::-1], np.ones(keys.size, bool))
+
+    def merge(self, other: ScoreTable) -> ScoreTable:
+        """Add everything `other` holds into this table (`other` is left as it was); returns self.
+
+        Two exact tables merge exactly, in any order and grouping: the result equals the table of one
+        process that saw both streams, as long as their distinct scores together stay within
+        `max_exact_values` (past that the merged table switches to binned mode, as that process would
+        have). A binned table takes the other's counts at the coarser of the two resolutions per
+        bucket, so its bins and error bounds stay valid; binned results are not bit-identical to a
+        single process (where that switches depends on the order of the stream).
+        """
+        if not isinstance(other, ScoreTable):
+            raise OddspotError(f"ScoreTable.merge: expected a ScoreTable, got {type(other).__name__}")
+        if other.weighted != self.weighted:
+            raise OddspotError("ScoreTable.merge: a weighted table (AUPRO) and an unweighted one cannot be merged")
+        f32 = self._f32 and other._f32
+        if not self.binned and not other.binned:
+            self._flush()
+            self._state = _merge([self._state, *self._current, other._exact_table()])
+            self._current = []
+            self._seen += other._seen
+            self._f32 = f32
+            if self._state[0].size > self.max_exact_values:
+                self._switch()
+            return self
+        if not self.binned:
+            mine = self._exact_table()
+            self._adopt_layout(other._offsets, other._shifts)
+            self._rebin_exact(mine)
+        elif other.binned and not (np.array_equal(self._offsets, other._offsets)
+                                   and np.array_equal(self._shifts, other._shifts)):
+            layout = (self._offsets, self._shifts, self._neg, self._hi, self._lo)
+            self._adopt_layout(*_coarser(self._offsets, self._shifts, other._offsets, other._shifts))
+            self._rebin_binned(*layout)
+        if other.binned:
+            self._rebin_binned(other._offsets, other._shifts, other._neg, other._hi, other._lo)
+        else:
+            self._rebin_exact(other._exact_table())
+        self._seen += other._seen
+        self._f32 = f32
+        return self
+
+    def _exact_table(self) -> _Table:
+        """The exact-mode table of everything added (no state changes)."""
+        return _merge([self._state, *self._pending, *self._current])
+
+    def _adopt_layout(self, offsets: np.ndarray, shifts: np.ndarray) -> None:
+        """Switch to binned mode with this bucket layout and empty histograms (exact state dropped)."""
+        self._offsets = offsets.copy()
+        self._shifts = shifts.copy()
+        self._packed = (self._offsets[:-1] << 8) | self._shifts.astype(np.int64)
+        size = int(self._offsets[-1])
+        self._neg = np.zeros((self.threads, size))
+        self._hi = np.zeros((self.threads, size))
+        self._lo = np.zeros((self.threads, size if self.weighted else 0))
+        self._part_shift = -1 if size <= _CACHE_BINS else max(0, int(size - 1).bit_length() - 8)
+        self._state = _empty_table()
+        self._pending, self._pending_n, self._current = [], 0, []
+
+    def _rebin_exact(self, table: _Table) -> None:
+        keys, neg, hi, lo = table
+        _kernels.rebin(keys, neg, hi, lo, self._packed, self._neg[0], self._hi[0], self._lo[0])
+
+    def _rebin_binned(self, offsets: np.ndarray, shifts: np.ndarray, neg: np.ndarray, hi: np.ndarray,
+                      lo: np.ndarray) -> None:
+        """Add histograms of another layout, each bin by its lowest key (this layout is as fine or coarser)."""
+        for t in range(neg.shape[0]):
+            lo_t = lo[t] if lo.shape[1] else np.zeros(neg.shape[1])
+            idx = np.flatnonzero((neg[t] > 0) | (hi[t] != 0) | (lo_t != 0))
+            top = np.searchsorted(offsets, idx, side="right") - 1
+            keys = (top.astype(np.uint64) << np.uint64(LOW_BITS)) | ((idx - offsets[top]).astype(np.uint64) << shifts[top])
+            self._rebin_exact((keys, neg[t][idx], hi[t][idx], lo_t[idx]))
+
+    def __getstate__(self) -> dict:
+        """Picklable state (for sending a table between processes): the thread pool is not sent."""
+        return {**self.__dict__, "_pool": None}
 
     def _exact_piece(self, s: np.ndarray, p: np.ndarray, v: np.ndarray | None, w: np.ndarray | None) -> _Table:
         if self._f32 and s.dtype != np.float32:

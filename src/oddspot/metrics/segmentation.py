@@ -57,6 +57,16 @@ class ConfusionMatrix:
                 )
         self.matrix += np.bincount(t * c + p, minlength=c * c).reshape(c, c)
 
+    def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
+        """Add the pixels `other` counted (another process's state); returns self. Integer counts: exact."""
+        if not isinstance(other, ConfusionMatrix):
+            raise OddspotError(f"ConfusionMatrix.merge: expected ConfusionMatrix, got {type(other).__name__}")
+        if (other.num_classes, other.ignore_index) != (self.num_classes, self.ignore_index):
+            raise OddspotError(f"ConfusionMatrix.merge: {other.num_classes} classes (ignore {other.ignore_index}) != "
+                               f"{self.num_classes} (ignore {self.ignore_index}); merge states of one setting")
+        self.matrix += other.matrix
+        return self
+
     def compute(self) -> dict[str, Any]:
         """miou, iou (list per class, NaN if absent), pixel_accuracy, n_pixels, matrix (lists)."""
         m = self.matrix.astype(np.float64)
