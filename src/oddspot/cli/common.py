@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from oddspot.data.image_io import DEFAULT_MAX_PIXELS, MAX_PIXELS_LIMIT, pixel_budget
+from oddspot.choices import DEFAULT_MAX_PIXELS, MAX_PIXELS_LIMIT, PRECISIONS, RUNTIMES, SEARCHES
 from oddspot.errors import OddspotError
 from oddspot.paths import check_out as _check_out
 
@@ -45,11 +45,22 @@ def check_out(out: Path | None, *inputs: Path | str | None) -> None:
     _check_out(out, inputs)
 
 
+def check_replaceable(out: Path, *inputs: Path | str | None) -> None:
+    """`check_out`, and refuse now an `--out` the verb could not replace as a whole (a folder of the
+    user's own files), before any slow work such as exporting the model."""
+    from oddspot.files import check_out_folder
+
+    _check_out(out, inputs)
+    check_out_folder(out, inputs)
+
+
 def max_pixels_option(fn: Callable) -> Callable:
     """Add `--max-pixels N`: every image, frame and mask the verb reads is held to N pixels (from its header)."""
 
     @functools.wraps(fn)
     def run(*args: Any, max_pixels: int, **kwargs: Any) -> Any:
+        from oddspot.data.image_io import pixel_budget
+
         with pixel_budget(max_pixels):
             return fn(*args, **kwargs)
 
@@ -131,20 +142,55 @@ def common_options(out_help: str, out_required: bool = True, config: str = "verb
     return wrap
 
 
-def apply_runtime(threads: int, device: str) -> str:
-    """Set torch's thread count and resolve `--device`; returns 'cpu' or 'cuda'."""
-    import torch
+def apply_runtime(threads: int, device: str, lazy: bool = False) -> str | None:
+    """Set the thread count of every kernel library and resolve `--device`: 'cpu', 'cuda', or (lazy) None.
+
+    With `lazy` (verbs that may run an exported model without torch), torch is not imported here:
+    its thread count goes through OMP_NUM_THREADS, read when torch first loads, and `--device auto`
+    is resolved by whichever runtime loads the model (None).
+    """
+    import os
+    import sys
+
+    from oddspot.runtime.engine import set_threads
 
     if threads < 1:
         raise OddspotError(f"--threads {threads}: use at least 1")
+    if device not in DEVICES:
+        raise OddspotError(f"--device {device!r} unknown; use one of {', '.join(DEVICES)}")
+    set_threads(threads)
+    if "faiss" in sys.modules:
+        sys.modules["faiss"].omp_set_num_threads(threads)
+    else:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    if lazy and "torch" not in sys.modules and device != "cuda":
+        return None if device == "auto" else device
+    try:
+        import torch
+    except ImportError:
+        if device == "cuda":
+            raise OddspotError("--device cuda needs PyTorch: pip install 'oddspot[train]'") from None
+        return "cpu"
     torch.set_num_threads(threads)
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise OddspotError("--device cuda: no CUDA device is available here; use --device cpu or auto")
-    if device not in ("cpu", "cuda"):
-        raise OddspotError(f"--device {device!r} unknown; use one of {', '.join(DEVICES)}")
     return device
+
+
+def runtime_options(fn: Callable) -> Callable:
+    """`--runtime` and `--precision` on verbs that score with a fitted or exported model."""
+    fn = click.option("--search", type=click.Choice(SEARCHES), default="exact", show_default=True,
+                      help="PatchCore's memory-bank search: exact (flat scan); ivf (k-means cells) or hnsw (a graph): "
+                           "much faster on a large bank, recall below 1 (benchmarks/predict.py), exact distances.")(fn)
+    fn = click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+                      help="Precision of the exported graph when --runtime exports a fitted run (bf16: OpenVINO only; "
+                           "int8: calibrated on the run's training images).")(fn)
+    return click.option("--runtime", type=click.Choice(RUNTIMES), default="auto",
+                        show_default=True,
+                        help="What runs the network: auto = OpenVINO, else ONNX Runtime, else torch (the fastest installed "
+                             "within fp32 tolerance). A fitted run is exported once and cached in RUN/exports/.")(fn)
 
 
 def echo_err(message: str) -> None:

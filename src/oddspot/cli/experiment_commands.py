@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from oddspot.cli.common import SEED, THREADS, check_out
-from oddspot.data.shift import ONLY_CHOICES, SEVERITY_SCALE
-from oddspot.files import staged_folder
+from oddspot.choices import SEVERITY_SCALE
+from oddspot.choices import SHIFT_ONLY as ONLY_CHOICES
 
 
 @click.command("shift")
@@ -24,6 +24,8 @@ def shift_cmd(data: Path, out: Path, severity: str, only: str | None, seed: int)
     from oddspot.data.shift import MANIFEST_FILE, shift_dataset
 
     check_out(out, data)
+    from oddspot.files import staged_folder
+
     with staged_folder(out, (data,)) as stage:  # an earlier shifted copy in --out is replaced whole
         manifest = shift_dataset(data, stage, severity, only, seed, warn=lambda m: click.echo(m, err=True))
     if manifest["errors"] and not manifest["images"]:

@@ -11,18 +11,20 @@ from pathlib import Path
 
 import click
 
-from oddspot.calibration import STRATEGIES
+from oddspot.cli.engine_options import engine_options
 from oddspot.cli.common import (
     FiniteFloat,
     apply_runtime,
     check_out,
+    check_replaceable,
     common_options,
     echo_err,
     max_pixels_option,
     read_yaml_mapping,
+    runtime_options,
 )
-from oddspot.data.demo_dataset import TEXTURES
-from oddspot.data.splits import PROTOCOLS
+from oddspot.choices import CALIBRATION_STRATEGIES as STRATEGIES
+from oddspot.choices import PROTOCOLS, TEXTURES
 from oddspot.errors import OddspotError
 from oddspot.runs.registry import kinds
 
@@ -73,31 +75,41 @@ def fit_cmd(data: Path, category: str, model: str, split: str, calibration: str,
 
 
 @click.command("predict")
+@engine_options("inspect", "predict")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--save-maps", is_flag=True, help="Also write raw float32 anomaly maps as maps/<path>.npy.")
+@click.option("--heatmaps/--no-heatmaps", default=True, show_default=True, help="Write heatmaps/<path>.png overlays.")
+@click.option("--fast-decode", is_flag=True,
+              help="Decode JPEGs at a reduced scale that keeps twice the model's input size (faster; maps at that size).")
 @click.option("--batch", type=click.IntRange(1, 1024), default=16, show_default=True, help="Images decoded and scored at a time.")
+@runtime_options
 @common_options("Folder for scores.csv, heatmaps/ and masks/.",
                 seed_help="Seed of every random choice (predict makes none; accepted on every verb).")
 @max_pixels_option
-def predict_cmd(run: Path, inputs: tuple[Path, ...], save_maps: bool, batch: int, out: Path, config: Path | None,
-                seed: int, threads: int, device: str) -> None:
-    """Score images (files, or folders searched recursively) with a fitted RUN.
+def predict_cmd(run: Path, inputs: tuple[Path, ...], save_maps: bool, heatmaps: bool, fast_decode: bool, batch: int,
+                runtime: str, precision: str, search: str, out: Path, config: Path | None, seed: int, threads: int,
+                device: str) -> None:
+    """Score images (files, or folders searched recursively) with a fitted or exported RUN.
 
     scores.csv holds path,score and, when the model is calibrated, normalized,anomalous.
     """
     from oddspot import inspect
+    from oddspot.export import load_for_inference
 
-    check_out(out, run, *inputs)
-    where = apply_runtime(threads, device)
-    result = inspect.predict(run, inputs, out, save_maps, batch, warn=echo_err, device=where)
+    check_replaceable(out, run, *inputs)
+    where = apply_runtime(threads, device, lazy=True)
+    model = load_for_inference(run, "inspect", runtime, precision, device=where, search=search)
+    result = inspect.predict(run, inputs, out, save_maps, batch, warn=echo_err, model=model, heatmaps=heatmaps,
+                             fast_decode=fast_decode)
     if not result["scored"]:
         raise OddspotError(f"none of the {result['skipped']} images could be read; they are listed in {out / 'errors.csv'}")
     tail = f", {result['skipped']} skipped (see {out / 'errors.csv'})" if result["skipped"] else ""
-    click.echo(f"scored {result['scored']} images{tail} -> {out / 'scores.csv'}")
+    click.echo(f"scored {result['scored']} images{tail} -> {out / 'scores.csv'} (runtime: {result['runtime']})")
 
 
 @click.command("evaluate")
+@engine_options("inspect", "evaluate")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--category", "-c", required=True, help="Category folder under DATA.")
@@ -107,24 +119,30 @@ def predict_cmd(run: Path, inputs: tuple[Path, ...], save_maps: bool, batch: int
 @click.option("--gallery", type=click.IntRange(0, 100), default=12, show_default=True,
               help="Images per gallery group stored for the report (0: no gallery material).")
 @click.option("--report", is_flag=True, help="Also write a self-contained OUT/report.html.")
+@runtime_options
 @common_options("Folder for metrics.json, scores.csv, curves.json and gallery/.",
                 seed_help="Seed of the bootstrap (recorded in metrics.json).")
 @max_pixels_option
 def evaluate_cmd(run: Path, data: Path, category: str, split: str | None, bootstrap: int, gallery: int, report: bool,
-                 out: Path, config: Path | None, seed: int, threads: int, device: str) -> None:
+                 runtime: str, precision: str, search: str, out: Path, config: Path | None, seed: int, threads: int,
+                 device: str) -> None:
     """Evaluate a fitted RUN on the test split of DATA/CATEGORY; write the evaluation record to OUT."""
     from oddspot import inspect
 
-    check_out(out, run, data)
-    where = apply_runtime(threads, device)
-    m = inspect.evaluate(run, data, category, out, split, bootstrap, seed, gallery=gallery, warn=echo_err, device=where)
+    from oddspot.export import load_for_inference
+
+    check_replaceable(out, run, data)
+    where = apply_runtime(threads, device, lazy=True)
+    model = load_for_inference(run, "inspect", runtime, precision, device=where, search=search)
+    m = inspect.evaluate(run, data, category, out, split, bootstrap, seed, gallery=gallery, warn=echo_err, device=where,
+                         model=model)
     if report:
         from oddspot.report import write_report
 
         click.echo(f"report: {write_report(out, warn=echo_err)}")
     pixel = m.get("pixel") or {}
     click.echo(f"image AUROC {m['image']['auroc']:.4f}  pixel AUROC {pixel.get('auroc', float('nan')):.4f}  "
-               f"AUPRO {pixel.get('aupro', float('nan')):.4f} -> {out / 'metrics.json'}")
+               f"AUPRO {pixel.get('aupro', float('nan')):.4f} on {m['run']['runtime']} -> {out / 'metrics.json'}")
 
 
 def dataset_options(fn: Callable) -> Callable:

@@ -8,17 +8,19 @@ from typing import Any
 
 import click
 
+from oddspot.cli.engine_options import engine_options
 from oddspot.cli.common import (
     FiniteFloat,
     apply_runtime,
     check_out,
+    check_replaceable,
     common_options,
     echo_err,
     max_pixels_option,
     read_yaml_mapping,
+    runtime_options,
 )
 from oddspot.errors import OddspotError
-from oddspot.files import staged_folder
 
 DEMO_OUT = Path("runs/demo-road")
 # Fit flags: option name -> (section of RoadConfig, key); section None = a top-level option.
@@ -151,27 +153,29 @@ def register(group: click.Group) -> None:
                    f"(image threshold: {rule}); model in {out}")
 
     @road.command("predict")
+    @engine_options("road", "predict")
     @click.argument("run", type=click.Path(path_type=Path))
     @click.argument("images", nargs=-1, required=True)
     @common_options("Folder for scores.csv, errors.csv, score maps (.npy) and panels.")
     @click.option("--save-score", "save_scores", multiple=True,
                   help="Also save this score's maps (repeatable; the decision score's are always saved).")
     @click.option("--no-panels", is_flag=True, help="Only write scores and score maps.")
+    @runtime_options
     @max_pixels_option
     def predict(run: Path, images: tuple[str, ...], out: Path, config: Path | None, seed: int, threads: int, device: str,
-                save_scores: tuple[str, ...], no_panels: bool) -> None:
+                save_scores: tuple[str, ...], no_panels: bool, runtime: str, precision: str, search: str) -> None:
         """Score IMAGES (files or folders) with the model in RUN.
 
         Writes scores.csv (path,score,normalized,anomalous,flagged_pixels), `<name>_<score>.npy` maps,
         `<name>_panel.png` panels (input | prediction | overlay | confidence | anomaly) and errors.csv
         (images that could not be read; the others are still scored).
         """
-        from oddspot.road.estimator import RoadModel
+        from oddspot.export import load_for_inference
         from oddspot.road.predict import predict as predict_images
 
-        check_out(out, run, *images)
-        dev = apply_runtime(threads, device)
-        model = RoadModel.load(run, device=dev)
+        check_replaceable(out, run, *images)
+        dev = apply_runtime(threads, device, lazy=True)
+        model = load_for_inference(run, "road", runtime, precision, device=dev, search=search)
         result = predict_images(model, images, out, save_scores=save_scores, panels=not no_panels, log=echo_err)
         if not result["images"]:
             raise OddspotError(f"none of the {result['errors']} images could be read; they are listed in "
@@ -179,9 +183,11 @@ def register(group: click.Group) -> None:
         flagged = ("no decisions (model without an image threshold)" if result["anomalous"] is None
                    else f"{result['anomalous']} anomalous")
         failed = f"; {result['errors']} skipped (see {out / 'errors.csv'})" if result["errors"] else ""
-        click.echo(f"{result['score']}: {result['images']} images scored, {flagged}{failed} -> {out / 'scores.csv'}")
+        click.echo(f"{result['score']}: {result['images']} images scored on {getattr(model, 'runtime', 'torch')}, "
+                   f"{flagged}{failed} -> {out / 'scores.csv'}")
 
     @road.command("evaluate")
+    @engine_options("road", "evaluate")
     @click.argument("run", type=click.Path(path_type=Path))
     @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
     @common_options("Folder for the evaluation record (metrics.json, scores.csv, curves.json, panels/).")
@@ -271,6 +277,8 @@ def register(group: click.Group) -> None:
         check_out(out)
         apply_runtime(threads, device)
         h, w = _pair(size, "--size")
+        from oddspot.files import staged_folder
+
         with staged_folder(out) as stage:  # an earlier data set in --out is replaced whole
             generate_toy_streets(stage, ToyStreetConfig(height=h, width=w, n_train=n_train, n_val=n_val,
                                                         n_test=n_test, seed=seed))

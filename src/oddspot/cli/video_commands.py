@@ -8,17 +8,19 @@ from typing import Any
 
 import click
 
+from oddspot.cli.engine_options import engine_options
 from oddspot.cli.common import (
     FiniteFloat,
     apply_runtime,
     check_out,
+    check_replaceable,
     common_options,
     echo_err,
     max_pixels_option,
     read_yaml_mapping,
+    runtime_options,
 )
 from oddspot.errors import OddspotError
-from oddspot.files import staged_folder
 
 LAYOUTS = ["auto", "avenue", "ped2", "frames"]
 PROTOCOLS = ["trained", "legacy_minmax_per_video"]
@@ -116,33 +118,40 @@ def register(group: click.Group) -> None:
                    f"{info['holdout_frames']} held out for the post-processor; {decided}) -> {out}")
 
     @video.command("predict")
+    @engine_options("video", "predict")
     @click.argument("run", type=click.Path(path_type=Path))
     @click.argument("frames", type=click.Path(path_type=Path))
     @common_options("Folder for scores.csv and errors.csv.")
     @click.option("--protocol", type=click.Choice(PROTOCOLS), default="trained", show_default=True,
                   help="legacy_minmax_per_video rescales each video by its own min/max (no decisions).")
     @click.option("--cache-dir", type=click.Path(path_type=Path), default=None)
+    @runtime_options
     @max_pixels_option
     def predict(run: Path, frames: Path, out: Path, config: Path | None, seed: int, threads: int, device: str,
-                protocol: str, cache_dir: Path | None) -> None:
+                protocol: str, cache_dir: Path | None, runtime: str, precision: str, search: str) -> None:
         """Score videos without labels with the model in RUN.
 
         FRAMES is a folder of frame images (one video), a folder of such folders and/or video files
         (several videos), or one video file. Writes scores.csv (video,frame,path,score,normalized,anomalous)
         and errors.csv (videos that could not be read; the others are still scored).
         """
+        from oddspot.export import load_for_inference
         from oddspot.video import pipeline
 
-        check_out(out, run, frames, cache_dir)
-        dev = apply_runtime(threads, device)
-        result = pipeline.predict(run, frames, out, protocol=protocol, cache_dir=cache_dir, device=dev, warn=echo_err)
+        check_replaceable(out, run, frames, cache_dir)
+        dev = apply_runtime(threads, device, lazy=True)
+        model = load_for_inference(run, "video", runtime, precision, device=dev, search=search)
+        result = pipeline.predict(run, frames, out, protocol=protocol, cache_dir=cache_dir, device=dev, warn=echo_err,
+                                  model=model)
         flagged = "no decisions (model without threshold)" if result["anomalous_frames"] is None else \
             f"{result['anomalous_frames']} flagged anomalous"
         failed = f"; {result['errors']} videos skipped (see {Path(out) / 'errors.csv'})" if result["errors"] else ""
-        click.echo(f"{result['kind']}: {result['frames']} frames of {result['videos']} videos scored, {flagged}"
+        click.echo(f"{result['kind']}: {result['frames']} frames of {result['videos']} videos scored on "
+                   f"{getattr(model, 'runtime', 'torch')}, {flagged}"
                    f"{failed} -> {Path(out) / 'scores.csv'}")
 
     @video.command("evaluate")
+    @engine_options("video", "evaluate")
     @click.argument("run", type=click.Path(path_type=Path))
     @click.argument("data", type=click.Path(path_type=Path))
     @common_options("Folder for the evaluation record (metrics.json, scores.csv, curves.json, score_curves.png).")
@@ -211,6 +220,8 @@ def register(group: click.Group) -> None:
 
         check_out(out)
         apply_runtime(threads, device)
+        from oddspot.files import staged_folder
+
         with staged_folder(out) as stage:  # an earlier data set in --out is replaced whole
             summary = generate_video_dataset(stage, seed=seed, num_train=train_videos, num_test=test_videos,
                                              num_frames=frames, size=parse_size(size))

@@ -55,6 +55,26 @@ def load_for_inference(run: str | Path, task: str | None = None, runtime: str = 
     return model
 
 
+def inference_folder(run: str | Path, runtime: str = "auto", precision: str = "fp32") -> tuple[Path, str]:
+    """The folder `load_for_inference(run, runtime=..., precision=...)` loads, and the runtime that loads it
+    from there ("torch", or "auto" for an exported folder): what a cluster ships to its workers."""
+    run = Path(run)
+    meta = read_model_json(run)
+    if meta.get("graph") is not None:
+        return run, "auto"
+    chosen = resolve_runtime(runtime, meta["task"], meta["kind"])
+    if chosen == "torch":
+        return run, "torch"
+    return cached_export(run, FORMAT_OF_RUNTIME[chosen], precision), "auto"
+
+
+def model_files(folder: str | Path) -> dict[str, bytes]:
+    """model.json and every file it lists, as bytes (verified again wherever they are loaded)."""
+    folder = Path(folder)
+    meta = read_model_json(folder)
+    return {MODEL_FILE: (folder / MODEL_FILE).read_bytes(), **{name: (folder / name).read_bytes() for name in meta["files"]}}
+
+
 def _load(run: Path, task: str | None, runtime: str, precision: str, device: str | None) -> Any:
     meta = read_model_json(run)
     if task is not None and meta["task"] != task:
