@@ -59,6 +59,19 @@ def evaluate(run: str | Path, data: str | Path, category: str, out: str | Path, 
             row = (s.meta["path"], s.label, s.meta["defect_type"], float(pred.scores[i]))
             rows.append(row if cal is None else (*row, float(pred.normalized[i]), int(pred.decisions[i])))
     seconds = time.perf_counter() - t0
+    run_facts = {"category": category, "model_kind": model.kind, "split": protocol, "n_test": len(test), "seed": seed,
+                 "bootstrap_seed": seed, "predict_seconds": round(seconds, 3), "model": str(run), "max_pixels": max_pixels(),
+                 "runtime": getattr(model, "runtime", "torch")}
+    out.mkdir(parents=True, exist_ok=True)
+    return write_record(out, model, evaluator, rows, test, run_facts, called, gallery, warn)
+
+
+def write_record(out: Path, model: Any, evaluator: InspectionEvaluator, rows: list[tuple[Any, ...]],
+                 test: Sequence[SampleRef], run_facts: dict[str, Any], called: int, gallery: int,
+                 warn: Callable[[str], Any]) -> dict[str, Any]:
+    """The evaluation record from a filled evaluator and the score rows: metrics.json, scores.csv,
+    curves.json and the gallery; shared by this evaluation and the Ray one (`oddspot.scale.evaluate`)."""
+    cal = model.postprocess
     if cal is not None:
         metrics = evaluator.compute(image_threshold=cal.image_threshold, pixel_threshold=cal.pixel_threshold)
     else:
@@ -66,10 +79,7 @@ def evaluate(run: str | Path, data: str | Path, category: str, out: str | Path, 
     metrics["calibration"] = cal.to_dict() if cal is not None else None
     if model.kind == "cascade":
         metrics["cascade"] = {"localizer_call_rate": called / len(test), "thresholds": model.state.get("thresholds")}
-    metrics["run"] = {"category": category, "model_kind": model.kind, "split": protocol, "n_test": len(test),
-                      "seed": seed, "bootstrap_seed": seed, "predict_seconds": round(seconds, 3), "model": str(run),
-                      "max_pixels": max_pixels(), "runtime": getattr(model, "runtime", "torch")}
-    out.mkdir(parents=True, exist_ok=True)
+    metrics["run"] = run_facts
     write_json(out / CURVES_FILE, evaluator.curves())
     header = ["path", "label", "defect_type", "score"] + (["normalized", "anomalous"] if cal is not None else [])
     write_csv(out / SCORES_FILE, header, rows)

@@ -78,7 +78,7 @@ def evaluate(model: RoadModel, data: str | Path, out_dir: str | Path | None = No
     With `out_dir`, writes the evaluation record there (see the module docstring). `batch_size`
     is the validation pass's; test images run one at a time, exactly as `predict` runs them.
     """
-    from oddspot.metrics import BinaryRankingMetrics, PerImageMetrics, UndefinedMetricWarning
+    from oddspot.metrics import BinaryRankingMetrics, PerImageMetrics
 
     unknown = [s for s in scores if s not in SCORE_NAMES]
     if unknown:
@@ -152,41 +152,8 @@ def evaluate(model: RoadModel, data: str | Path, out_dir: str | Path | None = No
         raise OddspotError(f"{test.annotation_dir}: no test pixel has the anomaly class {ANOMALY_CLASS}; "
                            "anomaly scores cannot be evaluated")
 
-    results: dict[str, Any] = {}
-    curves: dict[str, Any] = {}
-    for name in scores:
-        pool = _plain(pooled[name].compute())
-        th = scorer.thresholds[name]
-        with warnings.catch_warnings():  # precision with nothing flagged is NaN in the record, not a warning
-            warnings.simplefilter("ignore", UndefinedMetricWarning)
-            at = _plain(pooled[name].at_threshold(th["threshold"]))
-            sensitivity = threshold_sensitivity(pooled[name], th["threshold"], th["spread"], offsets)
-        results[name] = {
-            "pooled": {k: pool[k] for k in POOLED_KEYS if k in pool},
-            "per_image": _plain(per_image[name].compute()),
-            "threshold": {**th, **{k: at[k] for k in ("precision", "recall", "f1", "accuracy", "tp", "fp", "tn", "fn", "exact")
-                                   if k in at}},
-            "sensitivity": sensitivity,
-        }
-        curves[name] = _curve(pooled[name].curves(CURVE_POINTS))
-
-    labels_arr, scores_arr = np.asarray(image_labels, bool), np.asarray(image_scores, np.float64)
-    image: dict[str, Any] = {"score": decision, "statistic": f"quantile {model.config.image_quantile:g} of the map",
-                             "n_images": len(rows), "n_anomalous": int(labels_arr.sum()),
-                             "rule": model.image_rule.rule if model.image_rule is not None else None}
-    image_curves = None
-    if labels_arr.any() and not labels_arr.all():
-        m = BinaryRankingMetrics()
-        m.update(scores_arr, labels_arr)
-        r = _plain(m.compute())
-        image.update({k: r[k] for k in ("auroc", "ap", "f1_max")})
-        image_curves = _curve(m.curves(CURVE_POINTS))
-    _, decisions = model.decide(scores_arr)
-    if decisions is not None:
-        d = decisions.astype(bool)
-        image.update({"threshold": model.image_rule.scale.threshold,  # type: ignore[union-attr]
-                      "tp": int((d & labels_arr).sum()), "fp": int((d & ~labels_arr).sum()),
-                      "tn": int((~d & ~labels_arr).sum()), "fn": int((~d & labels_arr).sum())})
+    results, curves = score_results(pooled, per_image, scorer.thresholds, offsets, scores)
+    image, image_curves = image_summary(model, decision, np.asarray(image_labels, bool), np.asarray(image_scores, np.float64))
 
     metrics = {
         "oddspot_version": __version__,
@@ -213,6 +180,57 @@ def evaluate(model: RoadModel, data: str | Path, out_dir: str | Path | None = No
         write_csv(out / SCORES_FILE, SCORES_HEADER, rows)
         write_json(out / CURVES_FILE, {"score": decision, "pixel": curves, "image": image_curves})
     return {"task": "road", **metrics}
+
+
+def score_results(pooled: dict[str, Any], per_image: dict[str, Any], thresholds: dict[str, dict[str, Any]],
+                  offsets: tuple[float, ...], scores: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per score: pooled and per-image metrics, the stored threshold's confusion, its sensitivity; and the curves.
+
+    Shared by this evaluation and the Ray one (`oddspot.scale.evaluate`), which merge the same states.
+    """
+    from oddspot.metrics import UndefinedMetricWarning
+
+    results: dict[str, Any] = {}
+    curves: dict[str, Any] = {}
+    for name in scores:
+        pool = _plain(pooled[name].compute())
+        th = thresholds[name]
+        with warnings.catch_warnings():  # precision with nothing flagged is NaN in the record, not a warning
+            warnings.simplefilter("ignore", UndefinedMetricWarning)
+            at = _plain(pooled[name].at_threshold(th["threshold"]))
+            sensitivity = threshold_sensitivity(pooled[name], th["threshold"], th["spread"], offsets)
+        results[name] = {
+            "pooled": {k: pool[k] for k in POOLED_KEYS if k in pool},
+            "per_image": _plain(per_image[name].compute()),
+            "threshold": {**th, **{k: at[k] for k in ("precision", "recall", "f1", "accuracy", "tp", "fp", "tn", "fn", "exact")
+                                   if k in at}},
+            "sensitivity": sensitivity,
+        }
+        curves[name] = _curve(pooled[name].curves(CURVE_POINTS))
+    return results, curves
+
+
+def image_summary(model: Any, decision: str, labels: np.ndarray, scores: np.ndarray) -> tuple[dict[str, Any], Any]:
+    """Image-level record (ranking metrics when both classes occur, the stored rule's confusion) and its curves."""
+    from oddspot.metrics import BinaryRankingMetrics
+
+    image: dict[str, Any] = {"score": decision, "statistic": f"quantile {model.config.image_quantile:g} of the map",
+                             "n_images": int(labels.size), "n_anomalous": int(labels.sum()),
+                             "rule": model.image_rule.rule if model.image_rule is not None else None}
+    image_curves = None
+    if labels.any() and not labels.all():
+        m = BinaryRankingMetrics()
+        m.update(scores, labels)
+        r = _plain(m.compute())
+        image.update({k: r[k] for k in ("auroc", "ap", "f1_max")})
+        image_curves = _curve(m.curves(CURVE_POINTS))
+    _, decisions = model.decide(scores)
+    if decisions is not None:
+        d = decisions.astype(bool)
+        image.update({"threshold": model.image_rule.scale.threshold,  # type: ignore[union-attr]
+                      "tp": int((d & labels).sum()), "fp": int((d & ~labels).sum()),
+                      "tn": int((~d & ~labels).sum()), "fn": int((~d & labels).sum())})
+    return image, image_curves
 
 
 def summary_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:

@@ -14,7 +14,6 @@ verb writes it, through a staged folder; metrics.json adds `engine` and `actors`
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -92,13 +91,11 @@ def evaluate_inspect(run: str | Path, data: str | Path, category: str, out: str 
                      threads: int = 1, device: str | None = None, runtime: str = "auto", precision: str = "fp32",
                      max_pixels: int | None = None) -> dict[str, Any]:
     """`oddspot inspect evaluate` on Ray: the record of `oddspot.inspect.evaluate`, from merged per-block states."""
-    from oddspot.inspect.evaluation import _renderer
+    from oddspot.inspect.evaluation import write_record
     from oddspot.inspect.layout import split_test_refs
-    from oddspot.records.gallery import ScoreRow, write_gallery
 
     run, data, out = Path(run), Path(data), Path(out)
     model = _load(run, "inspect", runtime, precision, device)
-    cal = model.postprocess
     test, protocol = split_test_refs(run, data, category, split)
     if not test:
         raise OddspotError(f"{data / category / 'test'}: no test images for --split {protocol}; add test images")
@@ -117,27 +114,10 @@ def evaluate_inspect(run: str | Path, data: str | Path, category: str, out: str 
             raise OddspotError(part.errors[min(part.errors)])
         evaluator = part.state
         rows = [part.rows[i] for i in range(len(test))]
-        if cal is not None:
-            metrics = evaluator.compute(image_threshold=cal.image_threshold, pixel_threshold=cal.pixel_threshold)
-        else:
-            metrics = evaluator.compute()
-        metrics["calibration"] = cal.to_dict() if cal is not None else None
-        if model.kind == "cascade":
-            metrics["cascade"] = {"localizer_call_rate": part.extra.get("called", 0) / len(test),
-                                  "thresholds": model.state.get("thresholds")}
-        metrics["run"] = {"category": category, "model_kind": model.kind, "split": protocol, "n_test": len(test),
-                          "seed": seed, "bootstrap_seed": seed, "predict_seconds": round(seconds, 3), "model": str(run),
-                          "max_pixels": budget, "runtime": getattr(model, "runtime", "torch"), **_engine_facts(actors)}
-        write_json(stage / CURVES_FILE, evaluator.curves())
-        header = ["path", "label", "defect_type", "score"] + (["normalized", "anomalous"] if cal is not None else [])
-        write_csv(stage / SCORES_FILE, header, rows)
-        if gallery:
-            score_rows = [ScoreRow(r[0], int(r[1]), r[2], r[3], bool(r[5]) if cal is not None else None) for r in rows]
-            image_t = cal.image_threshold if cal else (metrics.get("image") or {}).get("f1_max_threshold")
-            pixel_t = cal.pixel_threshold if cal else (metrics.get("pixel") or {}).get("f1_max_threshold")
-            write_gallery(stage, score_rows, _renderer(model, test), image_threshold=image_t, pixel_threshold=pixel_t,
-                          display_max=model.state.get("map_display_max"), per_group=gallery, warn=warn)
-        write_metrics(stage, "inspect", metrics)
+        run_facts = {"category": category, "model_kind": model.kind, "split": protocol, "n_test": len(test),
+                     "seed": seed, "bootstrap_seed": seed, "predict_seconds": round(seconds, 3), "model": str(run),
+                     "max_pixels": budget, "runtime": getattr(model, "runtime", "torch"), **_engine_facts(actors)}
+        metrics = write_record(stage, model, evaluator, rows, test, run_facts, part.extra.get("called", 0), gallery, warn)
     return metrics
 
 
@@ -223,11 +203,10 @@ def evaluate_road(run: str | Path, data: str | Path, out: str | Path, batch_size
     from oddspot import __version__
     from oddspot.data.image_io import max_pixels as record_max_pixels
     from oddspot.data.streethazards import ANOMALY_CLASS, CLASS_NAMES, load_split
-    from oddspot.metrics import BinaryRankingMetrics, UndefinedMetricWarning
-    from oddspot.road.evaluate import CURVE_POINTS, POOLED_KEYS, SCORES_HEADER, _curve, _plain
+    from oddspot.road.evaluate import SCORES_HEADER, image_summary, score_results
     from oddspot.road.predict import unique_stem
     from oddspot.road.scorer import SCORE_NAMES
-    from oddspot.road.thresholds import DEFAULT_OFFSETS, threshold_sensitivity
+    from oddspot.road.thresholds import DEFAULT_OFFSETS
 
     scores = SCORE_NAMES if scores is None else tuple(scores)
     offsets = DEFAULT_OFFSETS if offsets is None else tuple(offsets)
@@ -290,42 +269,9 @@ def evaluate_road(run: str | Path, data: str | Path, out: str | Path, batch_size
         n_pixels = sum(int(r[7]) for r in rows)
         pooled = {s: part.state[f"pooled.{s}"] for s in scores}
         per_image = {s: part.state[f"per_image.{s}"] for s in scores}
-        results: dict[str, Any] = {}
-        curves: dict[str, Any] = {}
-        for name in scores:
-            pool = _plain(pooled[name].compute())
-            th = scorer.thresholds[name]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UndefinedMetricWarning)
-                at = _plain(pooled[name].at_threshold(th["threshold"]))
-                sensitivity = threshold_sensitivity(pooled[name], th["threshold"], th["spread"], offsets)
-            results[name] = {
-                "pooled": {k: pool[k] for k in POOLED_KEYS if k in pool},
-                "per_image": _plain(per_image[name].compute()),
-                "threshold": {**th, **{k: at[k] for k in ("precision", "recall", "f1", "accuracy", "tp", "fp", "tn", "fn",
-                                                          "exact") if k in at}},
-                "sensitivity": sensitivity,
-            }
-            curves[name] = _curve(pooled[name].curves(CURVE_POINTS))
-
-        labels_arr = np.asarray([bool(r[1]) for r in rows], bool)
-        scores_arr = np.asarray([r[2] for r in rows], np.float64)
-        image: dict[str, Any] = {"score": decision, "statistic": f"quantile {model.config.image_quantile:g} of the map",
-                                 "n_images": len(rows), "n_anomalous": int(labels_arr.sum()),
-                                 "rule": model.image_rule.rule if model.image_rule is not None else None}
-        image_curves = None
-        if labels_arr.any() and not labels_arr.all():
-            m = BinaryRankingMetrics()
-            m.update(scores_arr, labels_arr)
-            r = _plain(m.compute())
-            image.update({k: r[k] for k in ("auroc", "ap", "f1_max")})
-            image_curves = _curve(m.curves(CURVE_POINTS))
-        _, decisions = model.decide(scores_arr)
-        if decisions is not None:
-            d = decisions.astype(bool)
-            image.update({"threshold": model.image_rule.scale.threshold,
-                          "tp": int((d & labels_arr).sum()), "fp": int((d & ~labels_arr).sum()),
-                          "tn": int((~d & ~labels_arr).sum()), "fn": int((~d & labels_arr).sum())})
+        results, curves = score_results(pooled, per_image, scorer.thresholds, offsets, scores)
+        image, image_curves = image_summary(model, decision, np.asarray([bool(r[1]) for r in rows], bool),
+                                            np.asarray([r[2] for r in rows], np.float64))
         t_metrics = part.extra.get("metric_seconds", 0.0)
         metrics = {
             "oddspot_version": __version__,
