@@ -22,6 +22,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from browser import chromium
 from oddspot.errors import OddspotError
 from oddspot.files import write_json
 from oddspot.metrics import BinaryRankingMetrics, InspectionEvaluator
@@ -587,15 +588,6 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-dev-shm-usage", "--hide-scrollbars"]
 
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    if os.environ.get("CI"):
-        pytest.fail("headless Chromium is required in CI (.ci/run installs Debian's chromium)")
-    pytest.skip("chromium not installed (and not in CI): apt-get install -y chromium")
-
 
 def _run(browser: str, tmp: Path, *args: str) -> subprocess.CompletedProcess:
     profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
@@ -616,7 +608,7 @@ def _probe(browser: str, html_path: Path, tmp: Path) -> dict:
 @pytest.mark.browser
 @pytest.mark.slow
 def test_report_in_headless_chromium(demo_report, tmp_path):
-    browser = _chromium()
+    browser = chromium()
     # the harness must be able to fail: a page with a script error and a broken image is caught
     bad = tmp_path / "bad.html"
     bad.write_text('<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>'

@@ -25,21 +25,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from browser import chromium
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
          "--disable-dev-shm-usage", "--hide-scrollbars", "--disable-extensions", "--disable-sync",
          "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0"]
 
-
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    if os.environ.get("CI"):
-        pytest.fail("headless Chromium is required in CI (.ci/run installs Debian's chromium)")
-    pytest.skip("chromium not installed (and not in CI): apt-get install -y chromium")
 
 
 class DevTools:
@@ -152,7 +145,7 @@ class DevTools:
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     """Headless Chromium with its DevTools endpoint on a free port of 127.0.0.1."""
-    binary = _chromium()
+    binary = chromium()
     profile = tmp_path_factory.mktemp("chromium-profile")
     proc = subprocess.Popen([binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -196,6 +196,11 @@ def _replaceable(target: Path) -> bool:
     return bool(names & set(_OWNED)) and names <= _KNOWN
 
 
+def mark_folder(folder: str | os.PathLike[str]) -> None:
+    """Write oddspot's marker into `folder`: a later verb may replace the folder whatever file names it holds."""
+    atomic_write_text(Path(folder) / MARKER_FILE, _MARKER_TEXT)
+
+
 def claim_folder(out: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str] | None] = ()) -> Path:
     """Check `out` like `check_out_folder`, create it and mark it as oddspot's: for a verb that fills
     a folder step by step (a demo, reusing its data and model) instead of committing it whole."""
@@ -204,7 +209,7 @@ def claim_folder(out: str | os.PathLike[str], inputs: Iterable[str | os.PathLike
     try:
         target.mkdir(parents=True, exist_ok=True)
         if not os.path.lexists(target / MARKER_FILE):
-            atomic_write_text(target / MARKER_FILE, _MARKER_TEXT)
+            mark_folder(target)
     except OSError as exc:
         raise OddspotError(f"--out {out}: cannot write there ({exc.strerror or exc}); choose another folder") from None
     return Path(out)
@@ -232,7 +237,7 @@ def staged_folder(out: str | os.PathLike[str], inputs: Iterable[str | os.PathLik
     try:
         yield stage
         if not any(os.path.lexists(stage / n) for n in _OWNED):  # model.json etc. mark it already
-            atomic_write_text(stage / MARKER_FILE, _MARKER_TEXT)
+            mark_folder(stage)
         _commit(stage, target, Path(out))
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)

@@ -21,7 +21,7 @@ from oddspot.errors import OddspotError
 from oddspot.export.convert import convert
 from oddspot.export.graphs import GRAPH_BUILDERS
 from oddspot.export.graphs_road import road_training_images
-from oddspot.files import MARKER_FILE, atomic_write_text, read_json, staged_folder
+from oddspot.files import mark_folder, read_json, staged_folder
 from oddspot.progress import track
 from oddspot.runs.contract import MODEL_FILE
 from oddspot.runs.registry import load_model
@@ -117,7 +117,7 @@ def export_run(run: str | Path, fmt: str, precision: str, out: str | Path, calib
     with staged_folder(out, inputs=() if cache else (run,)) as stage:
         save_record(stage, record)
         # graph files have names of their own: the marker lets a later export replace the folder
-        atomic_write_text(stage / MARKER_FILE, '{"written_by": "oddspot"}\n')
+        mark_folder(stage)
     return {"out": str(out), "format": fmt, "precision": precision, "graphs": sorted(spec),
             "bytes": sum(len(b) for b in blobs.values()), "calibration_images": len(images)}
 

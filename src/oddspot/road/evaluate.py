@@ -160,13 +160,7 @@ def evaluate(model: RoadModel, data: str | Path, out_dir: str | Path | None = No
         "run": None if run is None else str(run),
         "data": str(data),
         "segmentation": {"split": "validation", **seg},
-        "anomaly": {"split": "test", "positive_class": ANOMALY_CLASS, "n_images": len(rows),
-                    "n_images_with_anomaly": n_with_anomaly, "n_pixels": n_pixels,
-                    "pooled": "all valid test pixels pooled (Fishyscapes / SegmentMeIfYouCan convention)",
-                    "per_image": "mean over test images containing both classes (StreetHazards convention)",
-                    "fpr95_first": "FPR at the first point with TPR >= 0.95",
-                    "fpr95_nearest": "FPR at the point with recall nearest 0.95 (StreetHazards code)",
-                    "scores": results},
+        "anomaly": anomaly_section(len(rows), n_with_anomaly, n_pixels, results),
         "image": image,
         "timing": {"validation_seconds": round(t_seg, 3), "test_seconds": round(t_test, 3),
                    "model_seconds": round(t_model, 3), "metric_seconds": round(t_metrics, 3),
@@ -208,6 +202,17 @@ def score_results(pooled: dict[str, Any], per_image: dict[str, Any], thresholds:
         }
         curves[name] = _curve(pooled[name].curves(CURVE_POINTS))
     return results, curves
+
+
+def anomaly_section(n_images: int, n_with_anomaly: int, n_pixels: int, results: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json's `anomaly`: the test split's counts, the conventions named, and every score's results."""
+    return {"split": "test", "positive_class": ANOMALY_CLASS, "n_images": n_images,
+            "n_images_with_anomaly": n_with_anomaly, "n_pixels": n_pixels,
+            "pooled": "all valid test pixels pooled (Fishyscapes / SegmentMeIfYouCan convention)",
+            "per_image": "mean over test images containing both classes (StreetHazards convention)",
+            "fpr95_first": "FPR at the first point with TPR >= 0.95",
+            "fpr95_nearest": "FPR at the point with recall nearest 0.95 (StreetHazards code)",
+            "scores": results}
 
 
 def image_summary(model: Any, decision: str, labels: np.ndarray, scores: np.ndarray) -> tuple[dict[str, Any], Any]:

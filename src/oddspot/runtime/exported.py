@@ -89,10 +89,10 @@ class ExportedModel:
 
     def save(self, folder: str | Path) -> Path:
         """Write a copy of the exported folder (model.json, tensors, graph files, oddspot's marker)."""
-        from oddspot.files import MARKER_FILE, atomic_write_text
+        from oddspot.files import mark_folder
 
         save_record(folder, self.to_record())
-        atomic_write_text(Path(folder) / MARKER_FILE, '{"written_by": "oddspot"}\n')
+        mark_folder(folder)
         return Path(folder)
 
     def to_record(self) -> Record:

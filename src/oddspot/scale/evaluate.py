@@ -203,7 +203,7 @@ def evaluate_road(run: str | Path, data: str | Path, out: str | Path, batch_size
     from oddspot import __version__
     from oddspot.data.image_io import max_pixels as record_max_pixels
     from oddspot.data.streethazards import ANOMALY_CLASS, CLASS_NAMES, load_split
-    from oddspot.road.evaluate import SCORES_HEADER, image_summary, score_results
+    from oddspot.road.evaluate import SCORES_HEADER, anomaly_section, image_summary, score_results
     from oddspot.road.predict import unique_stem
     from oddspot.road.scorer import SCORE_NAMES
     from oddspot.road.thresholds import DEFAULT_OFFSETS
@@ -278,13 +278,7 @@ def evaluate_road(run: str | Path, data: str | Path, out: str | Path, batch_size
             "run": str(run),
             "data": str(data),
             "segmentation": {"split": "validation", **seg},
-            "anomaly": {"split": "test", "positive_class": ANOMALY_CLASS, "n_images": len(rows),
-                        "n_images_with_anomaly": n_with_anomaly, "n_pixels": n_pixels,
-                        "pooled": "all valid test pixels pooled (Fishyscapes / SegmentMeIfYouCan convention)",
-                        "per_image": "mean over test images containing both classes (StreetHazards convention)",
-                        "fpr95_first": "FPR at the first point with TPR >= 0.95",
-                        "fpr95_nearest": "FPR at the point with recall nearest 0.95 (StreetHazards code)",
-                        "scores": results},
+            "anomaly": anomaly_section(len(rows), n_with_anomaly, n_pixels, results),
             "image": image,
             "timing": {"validation_seconds": round(t_seg, 3), "test_seconds": round(t_test, 3),
                        "model_seconds": round(part.extra.get("model_seconds", 0.0), 3),
