@@ -111,22 +111,20 @@ def _cli(task: str, folder: Path, inputs: Path, out: Path) -> Any:
 def backbones():
     """Every loaded model shares one backbone per name: building it dominates a load, and it is no
     part of the run folder (the frozen ImageNet weights of the package)."""
-    import oddspot.detectors.cascade
-    import oddspot.detectors.padim
-    import oddspot.detectors.patchcore
+    import oddspot.detectors.backbones
     import oddspot.features
     from oddspot.features.backbone import build_backbone
 
-    cache: dict[tuple[str, str], Any] = {}
+    cache: dict[tuple[str, str, str], Any] = {}
 
-    def shared(name: str = "efficientnet_lite0", device: Any = None) -> Any:
-        key = (name, str(device))
+    def shared(name: str = "efficientnet_lite0", device: Any = None, **options: Any) -> Any:
+        key = (name, str(device), repr(sorted(options.items())))
         if key not in cache:
-            cache[key] = build_backbone(name, device=device)
+            cache[key] = build_backbone(name, device=device, **options)
         return cache[key]
 
     mp = pytest.MonkeyPatch()
-    for module in (oddspot.detectors.patchcore, oddspot.detectors.padim, oddspot.detectors.cascade, oddspot.features):
+    for module in (oddspot.detectors.backbones, oddspot.features):
         mp.setattr(module, "build_backbone", shared)
     yield
     mp.undo()

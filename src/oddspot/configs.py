@@ -106,7 +106,10 @@ def from_mapping(cls: type[C], values: Any, source: str, complete: bool = False)
     `source` names where the values came from (a file, an option group) and starts every error.
     Errors raised by the config's own `__post_init__` range checks are prefixed with it too.
     With `complete` (a config saved with a model), every field must be present: a missing one
-    would silently take its default, which need not be the value the model was fitted with.
+    would silently take its default, which need not be the value the model was fitted with. The
+    one exception is a field the config class lists in its `ADDED_FIELDS` mapping (fields added
+    after models were already saved): a saved config without it takes the value listed there,
+    the one that reproduces how those models were made.
     """
     if not isinstance(values, dict):
         raise OddspotError(f"{source}: expected a mapping of option: value, got {type(values).__name__}")
@@ -121,6 +124,8 @@ def from_mapping(cls: type[C], values: Any, source: str, complete: bool = False)
             converted[name] = _convert(values[name], hints[name], f"{source}: {name}", complete)
         elif f.default is MISSING and f.default_factory is MISSING:  # type: ignore[misc]
             raise OddspotError(f"{source}: option {name} missing")
+        elif complete and name in getattr(cls, "ADDED_FIELDS", {}):
+            converted[name] = cls.ADDED_FIELDS[name]  # type: ignore[attr-defined]
         elif complete:
             raise OddspotError(f"{source}: option {name} missing; a saved config holds every option, refit the model")
     try:

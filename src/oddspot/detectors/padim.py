@@ -19,10 +19,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from oddspot.detectors.backbones import config_backbone
 from oddspot.detectors.base import ImageLike, batches, images_of, make_config
 from oddspot.detectors.padim_head import PaDiMConfig, PaDiMHead, select_channels
 from oddspot.errors import OddspotError
-from oddspot.features import Backbone, FeatureExtractor, build_backbone
+from oddspot.features import Backbone, FeatureExtractor
 from oddspot.runs.contract import Record
 from oddspot.runs.model import RunModel
 
@@ -59,12 +60,15 @@ class PaDiM(PaDiMHead, RunModel):
     """PaDiM detector: `fit(images)`, `predict(images)`, `save(folder)`, `PaDiM.load(folder)`.
 
     `postprocess` is the calibration fitted on validation data (None until one is fitted).
+    `backbone` is a `Backbone` to share (it must be the one the config names) or a backbone name.
     """
 
-    def __init__(self, config: PaDiMConfig | None = None, backbone: Backbone | None = None,
+    def __init__(self, config: PaDiMConfig | None = None, backbone: Backbone | str | None = None,
                  device: str | None = None, **options: Any) -> None:
+        if isinstance(backbone, str):  # a backbone name is the config option; a Backbone is shared as is
+            options, backbone = {**options, "backbone": backbone}, None
         self.config = make_config(PaDiMConfig, config, options, "PaDiM")
-        self.backbone = backbone if backbone is not None else build_backbone(self.config.backbone, device=device)
+        self.config, self.backbone = config_backbone(self.config, backbone, device)
         self.extractor = FeatureExtractor(self.backbone, self.config.layers)
         self.set_fitted(None, None, None, {}, None)
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from oddspot.calibration import Calibration
-from oddspot.configs import check_range
+from oddspot.configs import check_range, from_mapping
+from oddspot.detectors.backbone_choice import BACKBONE_ADDED_FIELDS, resolve_backbone
 from oddspot.detectors.base import (
-    TASK, batches, ImageLike, Prediction, check_shape, display_state, finish, images_of, record_config, record_postprocess, state_int,
+    TASK, batches, ImageLike, Prediction, check_shape, display_state, finish, images_of, record_postprocess, state_int,
     where,
 )
 from oddspot.errors import OddspotError
@@ -25,13 +26,21 @@ from oddspot.imaging import anomaly_maps
 from oddspot.runs.contract import Record
 
 
+# Feature layers per backbone family (the PaDiM paper: ResNet layer1..layer3).
+DEFAULT_LAYERS = {"lite": ("stage2", "stage3", "stage5"), "resnet": ("layer1", "layer2", "layer3")}
+
+
 @dataclass
 class PaDiMConfig:
     """Settings of a PaDiM model; every field is saved with the model."""
 
+    ADDED_FIELDS: ClassVar[dict[str, Any]] = BACKBONE_ADDED_FIELDS
+
     backbone: str = "efficientnet_lite0"
-    layers: tuple[str, ...] = ("stage2", "stage3", "stage5")
-    image_size: int = 224
+    weights: str | None = None  # a weights file or URL for the backbone (None: its own offline weights)
+    weights_sha256: str | None = None  # recorded when the model is built on `weights`
+    layers: tuple[str, ...] | None = None  # None: the backbone's default (DEFAULT_LAYERS), stored explicitly
+    image_size: int | None = None  # None: the backbone's default input size, stored explicitly
     n_features: int = 100
     regularization: float = 0.01
     blur_sigma: float = 4.0
@@ -39,10 +48,9 @@ class PaDiMConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        resolve_backbone(self, DEFAULT_LAYERS)
         if not 1 <= len(self.layers) <= 4 or not all(self.layers):
             raise OddspotError(f"layers must name one to four backbone layers, got {list(self.layers)}")
-        if not self.backbone:
-            raise OddspotError("backbone must name a backbone, e.g. efficientnet_lite0")
         check_range("image_size", self.image_size, 32, 2048)
         check_range("n_features", self.n_features, 1, 4096)
         check_range("regularization", self.regularization, 0.0, 1000.0, low_open=True)
@@ -135,7 +143,7 @@ class PaDiMHead:
     def read_record(record: Record) -> tuple[PaDiMConfig, np.ndarray, np.ndarray, np.ndarray, dict[str, Any],
                                              Calibration | None]:
         """Config, mean, inv_cov, channels, state and calibration of a saved PaDiM; shapes must agree with the state."""
-        config = record_config(PaDiMConfig, record)
+        config = from_mapping(PaDiMConfig, record.config, f"{where(record)}: config", complete=True)
         state = display_state(record.state, record)
         grid = state.get("grid")
         if (not isinstance(grid, list) or len(grid) != 2

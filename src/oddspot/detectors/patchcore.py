@@ -17,11 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from oddspot.detectors.backbones import config_backbone
 from oddspot.detectors.base import ImageLike, batches, images_of, make_config
 from oddspot.detectors.memory_bank import greedy_coreset
 from oddspot.detectors.patchcore_head import SCORINGS, PatchCoreConfig, PatchCoreHead
 from oddspot.errors import OddspotError
-from oddspot.features import Backbone, FeatureExtractor, build_backbone
+from oddspot.features import Backbone, FeatureExtractor
 from oddspot.runs.contract import Record
 from oddspot.runs.model import RunModel
 
@@ -31,13 +32,16 @@ class PatchCore(PatchCoreHead, RunModel):
 
     `postprocess` is the calibration fitted on validation data (None until one is fitted); with
     it, `predict` also returns normalized scores, decisions and defect masks. Scoring after the
-    features is `PatchCoreHead`'s, shared with the exported runtime.
+    features is `PatchCoreHead`'s, shared with the exported runtime. `backbone` is a `Backbone` to
+    share (it must be the one the config names) or a backbone name (the config option).
     """
 
-    def __init__(self, config: PatchCoreConfig | None = None, backbone: Backbone | None = None,
+    def __init__(self, config: PatchCoreConfig | None = None, backbone: Backbone | str | None = None,
                  device: str | None = None, **options: Any) -> None:
+        if isinstance(backbone, str):  # a backbone name is the config option; a Backbone is shared as is
+            options, backbone = {**options, "backbone": backbone}, None
         self.config = make_config(PatchCoreConfig, config, options, "PatchCore")
-        self.backbone = backbone if backbone is not None else build_backbone(self.config.backbone, device=device)
+        self.config, self.backbone = config_backbone(self.config, backbone, device)
         self.extractor = FeatureExtractor(self.backbone, self.config.layers)
         self.memory_bank: np.ndarray | None = None
         self.state: dict[str, Any] = {}

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from oddspot.calibration import Calibration
-from oddspot.configs import check_range
+from oddspot.configs import check_range, from_mapping
+from oddspot.detectors.backbone_choice import BACKBONE_ADDED_FIELDS, resolve_backbone
 from oddspot.detectors.base import (
-    TASK, batches, ImageLike, Prediction, check_shape, display_state, finish, images_of, record_config, record_postprocess, state_int,
+    TASK, batches, ImageLike, Prediction, check_shape, display_state, finish, images_of, record_postprocess, state_int, where,
 )
 from oddspot.errors import OddspotError
 from oddspot.imaging import anomaly_maps
@@ -25,15 +26,21 @@ from oddspot.neighbors import KNNIndex
 from oddspot.runs.contract import Record
 
 SCORINGS = ("max", "reweighted", "topk_mean")
+# Feature layers per backbone family: stride 8 and stride 16 (the PatchCore paper's layer2 + layer3).
+DEFAULT_LAYERS = {"lite": ("stage3", "stage5"), "resnet": ("layer2", "layer3")}
 
 
 @dataclass
 class PatchCoreConfig:
     """Settings of a PatchCore model; every field is saved with the model."""
 
+    ADDED_FIELDS: ClassVar[dict[str, Any]] = BACKBONE_ADDED_FIELDS
+
     backbone: str = "efficientnet_lite0"
-    layers: tuple[str, ...] = ("stage3", "stage5")
-    image_size: int = 224
+    weights: str | None = None  # a weights file or URL for the backbone (None: its own offline weights)
+    weights_sha256: str | None = None  # recorded when the model is built on `weights`
+    layers: tuple[str, ...] | None = None  # None: the backbone's default (DEFAULT_LAYERS), stored explicitly
+    image_size: int | None = None  # None: the backbone's default input size, stored explicitly
     pool: int = 3
     coreset_ratio: float = 0.01
     projection_dim: int = 128
@@ -48,10 +55,9 @@ class PatchCoreConfig:
     def __post_init__(self) -> None:
         if self.scoring not in SCORINGS:
             raise OddspotError(f"scoring {self.scoring!r} unknown; use one of {', '.join(SCORINGS)}")
+        resolve_backbone(self, DEFAULT_LAYERS)
         if len(self.layers) != 2 or not all(self.layers):
             raise OddspotError(f"layers must name two backbone layers (stride 8 and 16), got {list(self.layers)}")
-        if not self.backbone:
-            raise OddspotError("backbone must name a backbone, e.g. efficientnet_lite0")
         check_range("image_size", self.image_size, 32, 2048)
         check_range("pool", self.pool, 1, 15)
         check_range("coreset_ratio", self.coreset_ratio, 0.0, 1.0, low_open=True)
@@ -150,7 +156,7 @@ class PatchCoreHead:
     @staticmethod
     def read_record(record: Record) -> tuple[PatchCoreConfig, np.ndarray, dict[str, Any], Calibration | None]:
         """Config, memory bank, state and calibration of a saved PatchCore; the bank must agree with the state."""
-        config = record_config(PatchCoreConfig, record)
+        config = from_mapping(PatchCoreConfig, record.config, f"{where(record)}: config", complete=True)
         bank = record.tensor("memory_bank", ndim=2, dtype=np.float32)
         state = display_state(record.state, record)
         rows, dim = state_int(record, state, "memory_bank_size"), state_int(record, state, "feature_dim")

@@ -1,6 +1,11 @@
-"""Backbones and multi-layer feature extraction."""
+"""Backbones and multi-layer feature extraction.
 
-from oddspot.features.backbone import Backbone, build_backbone
-from oddspot.features.extractor import FeatureExtractor
+Names import lazily, so `oddspot.features.weights` (weights files and URLs, no torch at import)
+serves torch-free configs too.
+"""
+
+from oddspot.lazy import lazy_exports
 
 __all__ = ["Backbone", "FeatureExtractor", "build_backbone"]
+__getattr__, __dir__ = lazy_exports(__name__, {"Backbone": "backbone", "FeatureExtractor": "extractor",
+                                               "build_backbone": "backbone"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -9,7 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from oddspot.choices import BACKBONES
 from oddspot.errors import OddspotError
+from oddspot.features.efficientnet_lite import VARIANTS, efficientnet_lite
+from oddspot.features.resnet import LAYERS, SPECS, resnet
+from oddspot.features.weights import read_state_dict, resolve_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,12 +46,15 @@ class Backbone:
 
     `scaling` is "lite" for (x - 127) / 128 on 0..255 pixels (EfficientNet-Lite) or "imagenet" for
     the usual mean/std normalisation of x / 255. `aliases` maps friendly layer names to module names.
+    `weights` / `weights_sha256` say which weights file it was built from, when not its own.
     """
 
     name: str
     model: nn.Module
     scaling: str = "lite"
     aliases: dict[str, str] = field(default_factory=dict)
+    weights: str | None = None  # the weights file or URL as given (None: the backbone's own)
+    weights_sha256: str | None = None
 
     def __post_init__(self) -> None:
         if self.scaling not in SCALINGS:
@@ -95,30 +103,49 @@ class Backbone:
         return x
 
 
-def build_backbone(name: str = "efficientnet_lite0", device: str | torch.device | None = None) -> Backbone:
-    """Build a named backbone: 'efficientnet_lite0' (offline default) or 'torchvision:<arch>' when installed."""
-    dev = torch.device(device) if device is not None else default_device()
-    if name == "efficientnet_lite0":
-        from oddspot.features.efficientnet_lite import EfficientNetLite0, efficientnet_lite0
+def build_backbone(name: str = "efficientnet_lite0", device: str | torch.device | None = None,
+                   weights: str | None = None, weights_sha256: str | None = None,
+                   layers: Sequence[str] | None = None) -> Backbone:
+    """Build a named backbone (`oddspot.choices.BACKBONES`, or 'torchvision:<arch>' when installed).
 
-        model = efficientnet_lite0(pretrained=True)
-        aliases = {k: v[0] for k, v in EfficientNetLite0.LAYERS.items()}
-        bb = Backbone(name, model, scaling="lite", aliases=aliases)
+    EfficientNet-Lites carry their offline ImageNet weights unless `weights` (a file or URL) is given;
+    ResNets need `weights`. With `weights_sha256` (from a saved model) the file must still have that
+    digest. `layers`, when given, lets a ResNet be built only up to the deepest of them.
+    """
+    dev = torch.device(device) if device is not None else default_device()
+    path, sha = resolve_weights(weights, weights_sha256) if weights is not None else (None, None)
+    if name in VARIANTS:
+        model = efficientnet_lite(name, pretrained=True, weights=path)
+        bb = Backbone(name, model, scaling="lite", aliases={k: v[0] for k, v in model.layers.items()})
+    elif name in SPECS:
+        if path is None:
+            raise OddspotError(f"backbone {name} has no offline weights; pass --weights FILE or URL "
+                               f"(a torchvision {name} state dict, .pth/.pt/.safetensors)")
+        deepest = max((LAYERS.index(x) + 1 for x in (layers or LAYERS) if x in LAYERS), default=len(LAYERS))
+        model = resnet(name, deepest, read_state_dict(path), str(path))
+        bb = Backbone(name, model, scaling="imagenet", aliases={x: x for x in LAYERS[:deepest]})
     elif name.startswith("torchvision:"):
-        arch = name.split(":", 1)[1]
-        try:
-            import torchvision
-        except Exception as exc:  # torchvision can be installed yet fail to import its compiled ops
-            raise OddspotError(f"backbone {name}: torchvision is not usable here ({exc}); use efficientnet_lite0") from None
-        try:
-            model = torchvision.models.get_model(arch, weights="DEFAULT")
-        except Exception as exc:
-            raise OddspotError(f"backbone {name}: cannot build it ({exc}); weights must already be cached offline") from None
-        bb = Backbone(name, model, scaling="imagenet", aliases={"layer2": "layer2", "layer3": "layer3"})
+        if path is not None:
+            raise OddspotError(f"backbone {name}: --weights works with {', '.join(SPECS)}; use one of those names")
+        bb = _torchvision_backbone(name)
     else:
-        raise OddspotError(f"unknown backbone {name!r}; use 'efficientnet_lite0' or 'torchvision:<arch>'")
+        raise OddspotError(f"unknown backbone {name!r}; use one of {', '.join(BACKBONES)} or 'torchvision:<arch>'")
+    bb.weights, bb.weights_sha256 = weights, sha
     bb.model.to(dev).to(memory_format=torch.channels_last)
     return bb
+
+
+def _torchvision_backbone(name: str) -> Backbone:
+    arch = name.split(":", 1)[1]
+    try:
+        import torchvision
+    except Exception as exc:  # torchvision can be installed yet fail to import its compiled ops
+        raise OddspotError(f"backbone {name}: torchvision is not usable here ({exc}); use efficientnet_lite0") from None
+    try:
+        model = torchvision.models.get_model(arch, weights="DEFAULT")
+    except Exception as exc:
+        raise OddspotError(f"backbone {name}: cannot build it ({exc}); weights must already be cached offline") from None
+    return Backbone(name, model, scaling="imagenet", aliases={x: x for x in LAYERS})
 
 
 def default_device() -> torch.device:

