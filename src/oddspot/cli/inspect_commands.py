@@ -24,18 +24,43 @@ from oddspot.cli.common import (
     runtime_options,
 )
 from oddspot.choices import CALIBRATION_STRATEGIES as STRATEGIES
-from oddspot.choices import PROTOCOLS, TEXTURES
+from oddspot.choices import BACKBONES, INSPECT_LAYOUTS, PROTOCOLS, TEXTURES
 from oddspot.errors import OddspotError
 from oddspot.runs.registry import kinds
 
 SPLIT_HELP = ("validation: train on 80% of train/good, validate on the rest + 30% of the defects, test on "
               "the remainder; standard: the published MVTec AD protocol (all train/good, all test).")
 DEMO_OUT = Path("runs/demo")
+LAYOUT_HELP = ("Dataset layout of DATA: mvtec, mvtec_ad2, visa, loco, btech, ksdd2, or folder (--normal/--abnormal/"
+               "--masks) [default: detected from the folder]. See docs/datasets.md.")
+
+
+def layout_options(fn: Callable) -> Callable:
+    """--layout and the folder layout's --normal / --abnormal / --masks, shared by fit and evaluate."""
+    fn = click.option("--masks", type=click.Path(path_type=Path), default=None,
+                      help="Folder layout: masks of the abnormal images, matched by stem (x.png or x_mask.png for x.jpg).")(fn)
+    fn = click.option("--abnormal", type=click.Path(path_type=Path), default=None,
+                      help="Folder layout: folder of abnormal (defective) images, all test images.")(fn)
+    fn = click.option("--normal", type=click.Path(path_type=Path), default=None,
+                      help="Folder layout: folder of normal images (every 5th, sorted, is a test image); instead of DATA.")(fn)
+    return click.option("--layout", type=click.Choice(INSPECT_LAYOUTS), default=None, help=LAYOUT_HELP)(fn)
+
+
+def data_folder(data: Path | None, normal: Path | None, layout: str | None, required: bool) -> Path | None:
+    """DATA, or --normal (the folder layout's name for it); both, or neither when `required`, is a one-line error."""
+    if data is not None and normal is not None:
+        raise OddspotError("DATA and --normal both given; pass the normal images' folder once (--normal for the folder layout)")
+    if normal is not None and layout not in (None, "folder"):
+        raise OddspotError(f"--normal belongs to the folder layout, not --layout {layout}; pass DATA instead")
+    if required and data is None and normal is None:
+        raise OddspotError("no dataset given; pass DATA (a dataset folder) or --normal DIR (a folder of normal images)")
+    return data if data is not None else normal
 
 
 @click.command("fit")
-@click.argument("data", type=click.Path(path_type=Path))
-@click.option("--category", "-c", required=True, help="Category folder under DATA (MVTec AD layout).")
+@click.argument("data", type=click.Path(path_type=Path), required=False)
+@click.option("--category", "-c", default=None, help="Category folder under DATA [default: the only one there].")
+@layout_options
 @click.option("--model", type=click.Choice(kinds("inspect")), default="patchcore", show_default=True,
               help="patchcore; padim; cascade (a fast gate in front of PatchCore).")
 @click.option("--split", type=click.Choice(PROTOCOLS), default="validation", show_default=True, help=SPLIT_HELP)
@@ -50,28 +75,39 @@ DEMO_OUT = Path("runs/demo")
 @click.option("--new-split", is_flag=True,
               help="Draw a new split with --seed even if --out holds one (by default an existing split.json is "
                    "reused when its --split and --seed match, and is an error otherwise).")
+@click.option("--backbone", type=click.Choice(BACKBONES), default=None,
+              help="Feature network [default: the config's, else efficientnet_lite0]; overrides --config. "
+                   "ResNets need --weights. See docs/backbones.md.")
+@click.option("--weights", default=None, metavar="FILE|URL",
+              help="Backbone weights: a torchvision-format state dict (.pth/.pt/.safetensors) or an http(s)/file URL "
+                   "(downloaded once to $ODDSPOT_CACHE or ~/.cache/oddspot); its sha256 is recorded in model.json.")
 @common_options("Run folder to write the model to (replaced as a whole when the fit succeeds).", config="model",
                 seed_help="Seed of the split, the model and synthetic defects (recorded in run.json).")
-def fit_cmd(data: Path, category: str, model: str, split: str, calibration: str, quantile: float,
-            threshold: float | None, pixel_threshold: float | None, new_split: bool, out: Path, config: Path | None,
-            seed: int, threads: int, device: str) -> None:
+def fit_cmd(data: Path | None, category: str | None, layout: str | None, normal: Path | None, abnormal: Path | None,
+            masks: Path | None, model: str, split: str, calibration: str, quantile: float,
+            threshold: float | None, pixel_threshold: float | None, new_split: bool, backbone: str | None,
+            weights: str | None, out: Path, config: Path | None, seed: int, threads: int, device: str) -> None:
     """Fit a detector on the normal training images of DATA/CATEGORY and calibrate it on validation.
 
     The calibration (thresholds, normalization) is saved inside the model (model.json).
     """
     from oddspot import inspect
 
-    check_out(out, data)
+    data = data_folder(data, normal, layout, required=True)
+    check_out(out, data, abnormal, masks)
     where = apply_runtime(threads, device)
     options = read_yaml_mapping(config) if config is not None else {}
+    options.update({k: v for k, v in (("backbone", backbone), ("weights", weights)) if v is not None})
     info = inspect.fit(data, category, out, model, options, split, seed, calibration, quantile, threshold,
                        pixel_threshold, device=where, source=str(config) if config is not None else "model options",
-                       new_split=new_split)
+                       new_split=new_split, layout="folder" if normal is not None else layout, abnormal=abnormal,
+                       masks=masks)
     cal = f", calibrated ({info['calibration']})" if info["calibration"] else ", not calibrated (no validation split)"
     origin = {"drawn": "drew the split", "reused": "reused the split in --out",
               "redrawn": "drew a new split (--new-split)"}[info["split_origin"]]
     click.echo(f"{origin} ({split}, seed {seed})")
-    click.echo(f"fitted {model} on {info['n_train']} images of {category} in {info['fit_seconds']:.1f} s{cal} -> {out}")
+    click.echo(f"fitted {model} on {info['n_train']} images of {info['category']} ({info['layout']} layout) in "
+               f"{info['fit_seconds']:.1f} s{cal} -> {out}")
 
 
 @click.command("predict")
@@ -111,11 +147,12 @@ def predict_cmd(run: Path, inputs: tuple[Path, ...], save_maps: bool, heatmaps: 
 @click.command("evaluate")
 @engine_options("inspect", "evaluate")
 @click.argument("run", type=click.Path(path_type=Path))
-@click.argument("data", type=click.Path(path_type=Path))
-@click.option("--category", "-c", required=True, help="Category folder under DATA.")
+@click.argument("data", type=click.Path(path_type=Path), required=False)
+@click.option("--category", "-c", default=None, help="Category folder under DATA [default: the run's category].")
+@layout_options
 @click.option("--split", type=click.Choice(PROTOCOLS), default=None, help="Default: the run's own split. " + SPLIT_HELP)
 @click.option("--bootstrap", type=click.IntRange(0, 100_000), default=1000, show_default=True,
-              help="Bootstrap resamples for confidence intervals.")
+              help="Bootstrap resamples of the test images for image- and pixel-level confidence intervals (0: none).")
 @click.option("--gallery", type=click.IntRange(0, 100), default=12, show_default=True,
               help="Images per gallery group stored for the report (0: no gallery material).")
 @click.option("--report", is_flag=True, help="Also write a self-contained OUT/report.html.")
@@ -123,19 +160,24 @@ def predict_cmd(run: Path, inputs: tuple[Path, ...], save_maps: bool, heatmaps: 
 @common_options("Folder for metrics.json, scores.csv, curves.json and gallery/.",
                 seed_help="Seed of the bootstrap (recorded in metrics.json).")
 @max_pixels_option
-def evaluate_cmd(run: Path, data: Path, category: str, split: str | None, bootstrap: int, gallery: int, report: bool,
+def evaluate_cmd(run: Path, data: Path | None, category: str | None, layout: str | None, normal: Path | None,
+                 abnormal: Path | None, masks: Path | None, split: str | None, bootstrap: int, gallery: int, report: bool,
                  runtime: str, precision: str, search: str, out: Path, config: Path | None, seed: int, threads: int,
                  device: str) -> None:
-    """Evaluate a fitted RUN on the test split of DATA/CATEGORY; write the evaluation record to OUT."""
+    """Evaluate a fitted RUN on the test split of DATA/CATEGORY; write the evaluation record to OUT.
+
+    Without DATA, --layout or --category, the run's own (recorded in RUN/run.json) are used.
+    """
     from oddspot import inspect
 
     from oddspot.export import load_for_inference
 
-    check_replaceable(out, run, data)
+    data = data_folder(data, normal, layout, required=False)
+    check_replaceable(out, run, data, abnormal, masks)
     where = apply_runtime(threads, device, lazy=True)
     model = load_for_inference(run, "inspect", runtime, precision, device=where, search=search)
     m = inspect.evaluate(run, data, category, out, split, bootstrap, seed, gallery=gallery, warn=echo_err, device=where,
-                         model=model)
+                         model=model, layout="folder" if normal is not None else layout, abnormal=abnormal, masks=masks)
     if report:
         from oddspot.report import write_report
 

@@ -11,7 +11,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -167,3 +167,17 @@ def read_mask(path: str | os.PathLike[str], shape: tuple[int, int] | None = None
             "masks must have the size of their image"
         )
     return mask
+
+
+def read_masks(paths: Sequence[str | os.PathLike[str]], shape: tuple[int, int] | None = None) -> np.ndarray:
+    """The union (OR) of several ground-truth masks of one image, as H x W bool (e.g. one file per defect).
+
+    Every file is read as `read_mask` reads it (any non-zero pixel is anomalous) and must have `shape`
+    (or, without it, the shape of the first file).
+    """
+    if not paths:
+        raise ValueError("read_masks needs at least one mask file")
+    union = read_mask(paths[0], shape)
+    for path in paths[1:]:
+        union |= read_mask(path, union.shape)
+    return union

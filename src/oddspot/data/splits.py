@@ -5,6 +5,10 @@ Protocols:
   test images (per defect type); test = all test/good plus the remaining anomalous images.
 - "standard": the published MVTec AD protocol: fit on all train/good, evaluate on all of test,
   no validation split.
+A dataset with an official validation split of normal images (MVTec AD 2, MVTec LOCO AD: the
+listing's "validation") keeps all of train for training under both protocols; its validation
+images are the validation split's normal images ("validation" adds 30% of the anomalous test
+images to them, as above; "standard" uses them alone, for calibration only).
 """
 
 from __future__ import annotations
@@ -29,14 +33,18 @@ def make_manifest(refs: dict[str, list[SampleRef]], root: Path, protocol: str, s
         raise OddspotError(f"--split {protocol!r} unknown; use one of {', '.join(PROTOCOLS)}")
     train_refs, test_refs = refs["train"], refs["test"]
     keys_train = [r.key(root) for r in train_refs]
+    official = sorted(r.key(root) for r in refs.get("validation", []))
     if protocol == "standard":
-        split = {"train": keys_train, "validation": [], "test": [r.key(root) for r in test_refs]}
+        split = {"train": keys_train, "validation": official, "test": [r.key(root) for r in test_refs]}
     else:
         rng = np.random.default_rng(seed)
-        order = rng.permutation(len(keys_train))
-        n_train = max(1, int(round(train_frac * len(keys_train))))
-        train = sorted(keys_train[i] for i in order[:n_train])
-        validation = sorted(keys_train[i] for i in order[n_train:])
+        if official:  # the dataset's own validation images replace the 20% held out of train
+            train, validation = sorted(keys_train), list(official)
+        else:
+            order = rng.permutation(len(keys_train))
+            n_train = max(1, int(round(train_frac * len(keys_train))))
+            train = sorted(keys_train[i] for i in order[:n_train])
+            validation = sorted(keys_train[i] for i in order[n_train:])
         test = sorted(r.key(root) for r in test_refs if r.label == 0)
         for defect in sorted({r.defect_type for r in test_refs if r.label == 1}):
             keys = sorted(r.key(root) for r in test_refs if r.label == 1 and r.defect_type == defect)

@@ -37,16 +37,15 @@ def model_sha256(run: str | Path) -> str:
 
 def inspect_training_images(run: Path) -> list[Path]:
     """The training images of an inspect run, from its run.json and split.json (the data must still be there)."""
-    from oddspot.data.mvtec import category_root, read_mvtec
     from oddspot.data.splits import select
+    from oddspot.inspect.layout import run_dataset
 
     info = read_json(run / "run.json", "re-run `oddspot inspect fit`") if (run / "run.json").exists() else {}
-    data, category = info.get("data"), info.get("category")
-    if not isinstance(data, str) or not isinstance(category, str) or not (run / "split.json").exists():
+    if not isinstance(info.get("data"), str) or not (run / "split.json").exists():
         raise OddspotError(f"{run}: holds no record of its training data; pass --calibration DIR (normal images)")
     manifest = read_json(run / "split.json", "re-run `oddspot inspect fit`")
-    refs = read_mvtec(data, category)
-    return [Path(r.path) for r in select(refs, category_root(data, category), manifest["train"])]
+    dataset = run_dataset(run)
+    return [Path(r.path) for r in select(dataset.refs, dataset.root, manifest["train"])]
 
 
 # Where int8 calibration images come from when --calibration is not given, by task.

@@ -1,4 +1,4 @@
-"""Fit an inspect model on one MVTec-layout category and calibrate it on the validation split.
+"""Fit an inspect model on one dataset category (any layout of `data.layouts`) and calibrate it on the validation split.
 
 The calibration (thresholds and normalization) is fitted on validation data only and saved in
 the model's `model.json["postprocess"]`; the heatmap colour scale goes into its state. Both
@@ -17,23 +17,38 @@ import numpy as np
 
 from oddspot import __version__
 from oddspot.calibration import Calibration, calibrate
-from oddspot.data.mvtec import SampleRef, category_root, read_mvtec
+from oddspot.data.layouts import open_dataset
+from oddspot.data.mvtec import SampleRef
 from oddspot.data.sample import Sample
 from oddspot.data.splits import fit_manifest, load_or_create_manifest, select
 from oddspot.data.synthetic import synthesize_anomaly
 from oddspot.detectors.base import Detector
 from oddspot.files import staged_folder, write_json
-from oddspot.inspect.layout import RUN_FILE, SPLIT_FILE, build_detector, display_max, load_images, read_run_info
+from oddspot.inspect.layout import (
+    RUN_FILE,
+    SPLIT_FILE,
+    build_detector,
+    display_max,
+    load_images,
+    read_run_info,
+    run_dataset,
+)
 from oddspot.runs.registry import load_model
 
 
-def fit(data: str | Path, category: str, out: str | Path, model: str = "patchcore",
+def fit(data: str | Path, category: str | None, out: str | Path, model: str = "patchcore",
         options: dict[str, Any] | None = None, split: str = "validation", seed: int = 0,
         calibration: str = "auto", quantile: float = 0.995, threshold: float | None = None,
         pixel_threshold: float | None = None, device: str | None = None,
-        source: str = "model options", new_split: bool = False) -> dict[str, Any]:
+        source: str = "model options", new_split: bool = False, *, layout: str | None = None,
+        abnormal: str | Path | None = None, masks: str | Path | None = None) -> dict[str, Any]:
     """Fit `model` on the train split of DATA/CATEGORY, calibrate it on the validation split, and
     save the model (with its calibration), the split manifest and run.json in `out`.
+
+    DATA is read in `layout` (None: detected; `data.layouts.open_dataset`); `category` None picks
+    the dataset's only category; with the folder layout DATA is the folder of normal images and
+    `abnormal`/`masks` the folders of abnormal images and their masks. run.json records the
+    layout and folders, so `evaluate` finds the same data again.
 
     `options` are the model's options (read strictly; errors name `source`); `seed` drives the
     split, the model and synthetic defects. `out` is replaced as a whole (`files.staged_folder`):
@@ -44,9 +59,10 @@ def fit(data: str | Path, category: str, out: str | Path, model: str = "patchcor
     """
     data, out = Path(data), Path(out)
     detector = build_detector(model, options, seed, device, source)
-    root = category_root(data, category)
-    refs = read_mvtec(data, category)
-    with staged_folder(out, inputs=(data,)) as stage:
+    dataset = open_dataset(data, category, layout, abnormal, masks)
+    refs, root = dataset.refs, dataset.root
+    inputs = tuple(Path(p) for p in (data, abnormal, masks) if p is not None)
+    with staged_folder(out, inputs=inputs) as stage:
         manifest, origin = fit_manifest(out / SPLIT_FILE, refs, root, split, seed, new_split)
         write_json(stage / SPLIT_FILE, manifest)
         train = select(refs, root, manifest["train"])
@@ -57,7 +73,7 @@ def fit(data: str | Path, category: str, out: str | Path, model: str = "patchcor
         cal = calibrate_model(detector, [r.load() for r in validation], calibration, quantile, threshold,
                               pixel_threshold, seed, fallback_normal=train[:16])
         detector.save(stage)
-        info = {"oddspot_version": __version__, "data": str(data), "category": category, "model": model,
+        info = {"oddspot_version": __version__, **dataset.source, "model": model,
                 "split": split, "seed": seed, "split_origin": origin, "n_train": len(train),
                 "n_validation": len(validation), "calibration": cal.strategy if cal is not None else None,
                 "fit_seconds": round(seconds, 3), "device": str(detector.backbone.device)}
@@ -111,8 +127,8 @@ def recalibrate(run: str | Path, data: str | Path, category: str, out_run: str |
     (the run's own split manifest is reused, so the same files play the same roles)."""
     run, data, out_run = Path(run), Path(data), Path(out_run)
     detector = load_model(run, "inspect", device=device)
-    root = category_root(data, category)
-    refs = read_mvtec(data, category)
+    dataset = run_dataset(run, data, category)
+    refs, root = dataset.refs, dataset.root
     info = read_run_info(run)
     apart = out_run.resolve() != run.resolve()
     with staged_folder(out_run, inputs=(data, run) if apart else (data,)) as stage:  # in place: `run` replaced whole

@@ -2,7 +2,7 @@
 
     model.json, model.safetensors   the model (run contract, `oddspot.runs`)
     split.json                      which files were train / validation / test (seeded, written once)
-    run.json                        how the model was made: data, category, kind, split, seed, timings
+    run.json                        how the model was made: data, layout, category, kind, split, seed, timings
 """
 
 from __future__ import annotations
@@ -13,9 +13,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from oddspot.choices import INSPECT_LAYOUTS
 from oddspot.configs import from_mapping
 from oddspot.data.image_io import read_image
-from oddspot.data.mvtec import SampleRef, category_root, read_mvtec
+from oddspot.data.layouts import InspectData, open_dataset
+from oddspot.data.mvtec import SampleRef
+from oddspot.data.mvtec_ad2 import private_hint
 from oddspot.data.splits import PROTOCOLS, load_or_create_manifest, select
 from oddspot.errors import OddspotError
 from oddspot.files import read_json
@@ -49,22 +52,64 @@ def load_images(refs: Sequence[SampleRef]) -> list[np.ndarray]:
     return [read_image(r.path) for r in refs]
 
 
-def split_test_refs(run: Path, data: Path, category: str, split: str | None) -> tuple[list[SampleRef], str]:
-    """The test samples of `category` under the run's split protocol (or `split`), and that protocol."""
-    root = category_root(data, category)
-    refs = read_mvtec(data, category)
+def run_dataset(run: Path, data: str | Path | None = None, category: str | None = None, layout: str | None = None,
+                abnormal: str | Path | None = None, masks: str | Path | None = None) -> InspectData:
+    """The dataset a command on `run` reads: the one given, else the one its run.json records.
+
+    Without `layout` the run's layout is used (detected from the folder for a run that records
+    none); without `data` the run's data folder; without `category` the run's category. A run of
+    the folder layout evaluated on its own normal folder reuses its abnormal and masks folders
+    unless others are given.
+    """
+    info = read_run_info(run)
+    where = Path(run) / RUN_FILE
+    for name in ("data", "layout", "category", "abnormal", "masks"):
+        if info.get(name) is not None and not isinstance(info[name], str):
+            raise OddspotError(f"{where}: {name} must be a string, got {info[name]!r:.40}")
+    if info.get("layout") is not None and info["layout"] not in INSPECT_LAYOUTS:
+        raise OddspotError(f"{where}: layout must be one of {', '.join(INSPECT_LAYOUTS)}, got {info['layout']!r:.40}")
+    if data is None:
+        if info.get("data") is None:
+            raise OddspotError(f"{Path(run)}: no DATA given and {where} records none; pass the dataset folder")
+        data = info["data"]
+    same_data = info.get("data") is not None and Path(data).absolute() == Path(info["data"]).absolute()
+    if same_data and abnormal is None and masks is None and layout in (None, "folder") and info.get("layout") == "folder":
+        abnormal, masks = info.get("abnormal"), info.get("masks")
+    if layout is None and abnormal is None and masks is None:
+        layout = info.get("layout")
+    return open_dataset(data, category if category is not None else info.get("category"), layout, abnormal, masks)
+
+
+def split_test_refs(run: Path, data: str | Path | None, category: str | None, split: str | None,
+                    layout: str | None = None, abnormal: str | Path | None = None,
+                    masks: str | Path | None = None) -> tuple[list[SampleRef], str]:
+    """The test samples of the dataset (`run_dataset`) under the run's split protocol (or `split`), and that protocol."""
+    _, test, protocol = split_test_data(run, data, category, split, layout, abnormal, masks)
+    return test, protocol
+
+
+def split_test_data(run: Path, data: str | Path | None, category: str | None, split: str | None,
+                    layout: str | None = None, abnormal: str | Path | None = None,
+                    masks: str | Path | None = None) -> tuple[InspectData, list[SampleRef], str]:
+    """`split_test_refs`, with the dataset listing it comes from; no test sample is a one-line error."""
+    dataset = run_dataset(run, data, category, layout, abnormal, masks)
     info = read_run_info(run)
     protocol = split or info.get("split", "validation")
     if protocol not in PROTOCOLS:
         where = "split" if split else f"{Path(run) / RUN_FILE}: split"
         raise OddspotError(f"{where} must be one of {', '.join(PROTOCOLS)}, got {protocol!r:.40}")
     if protocol == "standard":
-        return refs["test"], protocol
-    seed = info.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise OddspotError(f"{Path(run) / RUN_FILE}: seed must be an integer, got {seed!r:.40}")
-    manifest = load_or_create_manifest(Path(run) / SPLIT_FILE, refs, root, protocol, seed)
-    return select(refs, root, manifest["test"]), protocol
+        test = dataset.refs["test"]
+    else:
+        seed = info.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise OddspotError(f"{Path(run) / RUN_FILE}: seed must be an integer, got {seed!r:.40}")
+        manifest = load_or_create_manifest(Path(run) / SPLIT_FILE, dataset.refs, dataset.root, protocol, seed)
+        test = select(dataset.refs, dataset.root, manifest["test"])
+    if not test:
+        raise OddspotError(f"{dataset.root}: no test images for --split {protocol}; add test images"
+                           f"{private_hint(dataset.root) if dataset.layout == 'mvtec_ad2' else ''}")
+    return dataset, test, protocol
 
 
 def batched(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:

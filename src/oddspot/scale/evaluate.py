@@ -13,6 +13,7 @@ verb writes it, through a staged folder; metrics.json adds `engine` and `actors`
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -85,22 +86,25 @@ def _engine_facts(actors: int) -> dict[str, Any]:
 
 # inspect -------------------------------------------------------------------------------------------
 
-def evaluate_inspect(run: str | Path, data: str | Path, category: str, out: str | Path, split: str | None = None,
-                     bootstrap: int = 1000, seed: int = 0, batch: int = 32, gallery: int = 12,
+def evaluate_inspect(run: str | Path, data: str | Path | None, category: str | None, out: str | Path,
+                     split: str | None = None, bootstrap: int = 1000, seed: int = 0, batch: int = 32, gallery: int = 12,
                      warn: Callable[[str], Any] = print, *, address: str | None = None, actors: int = 2,
                      threads: int = 1, device: str | None = None, runtime: str = "auto", precision: str = "fp32",
-                     max_pixels: int | None = None) -> dict[str, Any]:
-    """`oddspot inspect evaluate` on Ray: the record of `oddspot.inspect.evaluate`, from merged per-block states."""
-    from oddspot.inspect.evaluation import write_record
-    from oddspot.inspect.layout import split_test_refs
+                     max_pixels: int | None = None, layout: str | None = None, abnormal: str | Path | None = None,
+                     masks: str | Path | None = None) -> dict[str, Any]:
+    """`oddspot inspect evaluate` on Ray: the record of `oddspot.inspect.evaluate`, from merged per-block states.
 
-    run, data, out = Path(run), Path(data), Path(out)
+    The dataset is the one given (any layout) or the one the run's run.json records, as in the
+    single-process evaluate; every mask file of an image travels to the workers (LOCO has several)."""
+    from oddspot.inspect.evaluation import write_record
+    from oddspot.inspect.layout import split_test_data
+
+    run, out = Path(run), Path(out)
     model = _load(run, "inspect", runtime, precision, device)
-    test, protocol = split_test_refs(run, data, category, split)
-    if not test:
-        raise OddspotError(f"{data / category / 'test'}: no test images for --split {protocol}; add test images")
-    items = [{"index": i, "path": str(r.path), "mask": "" if r.mask_path is None else str(r.mask_path), "label": int(r.label),
-              "defect_type": r.defect_type, "category": r.category} for i, r in enumerate(test)]
+    dataset, test, protocol = split_test_data(run, data, category, split, layout, abnormal, masks)
+    data, category = dataset.root, dataset.category
+    items = [{"index": i, "path": str(r.path), "mask": json.dumps([str(p) for p in r.mask_paths]),
+              "label": int(r.label), "defect_type": r.defect_type, "category": r.category} for i, r in enumerate(test)]
     budget = current_max_pixels() if max_pixels is None else max_pixels
     with staged_folder(out, inputs=(run, data)) as stage:
         t0 = time.perf_counter()
@@ -112,12 +116,13 @@ def evaluate_inspect(run: str | Path, data: str | Path, category: str, out: str 
         seconds = time.perf_counter() - t0
         if part.errors:
             raise OddspotError(part.errors[min(part.errors)])
-        evaluator = part.state
+        evaluator, pixel_stats = part.state["evaluator"], part.state["pixels"].in_order()
         rows = [part.rows[i] for i in range(len(test))]
-        run_facts = {"category": category, "model_kind": model.kind, "split": protocol, "n_test": len(test),
+        run_facts = {"category": category, "layout": dataset.layout, "model_kind": model.kind, "split": protocol, "n_test": len(test),
                      "seed": seed, "bootstrap_seed": seed, "predict_seconds": round(seconds, 3), "model": str(run),
                      "max_pixels": budget, "runtime": getattr(model, "runtime", "torch"), **_engine_facts(actors)}
-        metrics = write_record(stage, model, evaluator, rows, test, run_facts, part.extra.get("called", 0), gallery, warn)
+        metrics = write_record(stage, model, evaluator, rows, test, run_facts, part.extra.get("called", 0), gallery, warn,
+                               pixel_stats)
     return metrics
 
 
@@ -203,10 +208,18 @@ def evaluate_road(run: str | Path, data: str | Path, out: str | Path, batch_size
     from oddspot import __version__
     from oddspot.data.image_io import max_pixels as record_max_pixels
     from oddspot.data.streethazards import ANOMALY_CLASS, CLASS_NAMES, load_split
-    from oddspot.road.evaluate import SCORES_HEADER, anomaly_section, image_summary, score_results
+    from oddspot.road.evaluate import (
+        SCORES_HEADER,
+        anomaly_section,
+        image_summary,
+        named_miou,
+        score_results,
+        segmentation_on_test,
+    )
     from oddspot.road.predict import unique_stem
     from oddspot.road.scorer import SCORE_NAMES
     from oddspot.road.thresholds import DEFAULT_OFFSETS
+    from oddspot.road.tta import TTA
 
     scores = SCORE_NAMES if scores is None else tuple(scores)
     offsets = DEFAULT_OFFSETS if offsets is None else tuple(offsets)
@@ -248,6 +261,7 @@ def evaluate_road(run: str | Path, data: str | Path, out: str | Path, batch_size
         k = model.config.model.num_classes
         seg = {"miou": float(res["miou"]), "pixel_accuracy": float(res["pixel_accuracy"]),
                "iou": {name: iou[i] for i, name in enumerate(CLASS_NAMES[:k])}, "n_images": int(seg_part.extra["n_images"])}
+        seg.update(named_miou(seg["iou"]))
 
         t1 = time.perf_counter()
         items = [{"index": i, "members": [i], "path": str(p), "stem": stems[i]} for i, p in enumerate(test.image_paths)]
@@ -278,6 +292,8 @@ def evaluate_road(run: str | Path, data: str | Path, out: str | Path, batch_size
             "run": str(run),
             "data": str(data),
             "segmentation": {"split": "validation", **seg},
+            "segmentation_test": segmentation_on_test(part.state["test_confusion"].matrix, k, len(rows)),
+            "tta": TTA().to_dict(),  # Ray workers run one plain pass (the CLI refuses --scales / --flip there)
             "anomaly": anomaly_section(len(rows), n_with_anomaly, n_pixels, results),
             "image": image,
             "timing": {"validation_seconds": round(t_seg, 3), "test_seconds": round(t_test, 3),

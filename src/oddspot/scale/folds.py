@@ -11,6 +11,7 @@ each item is folded in exactly once; a part that arrives twice is recognised by 
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 from oddspot.data.image_io import pixel_budget
 from oddspot.errors import OddspotError
 from oddspot.scale.workers import ModelWorker, pixels
+
 
 @dataclass
 class Part:
@@ -78,9 +80,9 @@ def decode_samples(batch: dict[str, np.ndarray], max_pixels: int | None = None) 
     images, masks, heights, widths, errors = [], [], [], [], []
     with pixel_budget(max_pixels):
         for i in range(len(batch["index"])):
-            mask_path = str(batch["mask"][i])
+            mask_files = [Path(m) for m in json.loads(str(batch["mask"][i]))]
             ref = SampleRef(Path(str(batch["path"][i])), int(batch["label"][i]), str(batch["defect_type"][i]),
-                            str(batch["category"][i]), Path(mask_path) if mask_path else None)
+                            str(batch["category"][i]), mask_files[0] if mask_files else None, tuple(mask_files[1:]))
             try:
                 s = ref.load()
             except OddspotError as exc:
@@ -101,18 +103,37 @@ def decode_samples(batch: dict[str, np.ndarray], max_pixels: int | None = None) 
             "error": np.array(errors, dtype=object)}
 
 
+@dataclass
+class PixelStatsByKey:
+    """The per-image pixel statistics of a block (`metrics.bootstrap.PixelStats`, one per item key);
+    blocks merge by uniting their keys, and `in_order` puts them back in item order."""
+
+    stats: dict[int, Any] = field(default_factory=dict)
+
+    def merge(self, other: PixelStatsByKey) -> PixelStatsByKey:
+        self.stats.update(other.stats)
+        return self
+
+    def in_order(self) -> Any:
+        from oddspot.metrics.bootstrap import PixelStats
+
+        return PixelStats.concatenate([self.stats[k] for k in sorted(self.stats)])
+
+
 class InspectFold(ModelWorker):
-    """inspect evaluate: an `InspectionEvaluator` per block, plus the scores.csv rows."""
+    """inspect evaluate: an `InspectionEvaluator` and the pixel statistics per block, plus the scores.csv rows."""
 
     task = "inspect"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from oddspot.metrics import InspectionEvaluator
+        from oddspot.metrics.bootstrap import PixelStats
 
         self.faults.tick()
         cal = self.model.postprocess
         evaluator = InspectionEvaluator(bootstrap=int(self.options["bootstrap"]), seed=int(self.options["seed"]))
-        part = Part(keys=frozenset(int(i) for i in batch["index"]), state=evaluator)
+        pixel_stats = PixelStatsByKey()
+        part = Part(keys=frozenset(int(i) for i in batch["index"]), state={"evaluator": evaluator, "pixels": pixel_stats})
         order = [i for i in _order(batch) if not str(batch["error"][i])]
         for i in _order(batch):
             if str(batch["error"][i]):
@@ -130,6 +151,8 @@ class InspectFold(ModelWorker):
                     index, label, kind = int(batch["index"][i]), int(batch["label"][i]), str(batch["defect_type"][i])
                     mask = np.frombuffer(batch["mask_bits"][i], bool).reshape(images[j].shape[:2])
                     evaluator.add(float(pred.scores[j]), label, pred.maps[j], mask, kind, key=index)
+                    pixel_stats.stats[index] = PixelStats()
+                    pixel_stats.stats[index].add(pred.maps[j], mask)
                     row = (str(batch["path"][i]), label, kind, float(pred.scores[j]))
                     part.rows[index] = row if cal is None else (*row, float(pred.normalized[j]), int(pred.decisions[j]))
         part.seconds = time.perf_counter() - t0
@@ -247,7 +270,8 @@ class RoadValidationFold(ModelWorker):
 
 
 class RoadTestFold(ModelWorker):
-    """road evaluate, test: pooled and per-image ranking states per score, the image scores and scores.csv rows."""
+    """road evaluate, test: pooled and per-image ranking states per score, the test confusion matrix, the image
+    scores and scores.csv rows."""
 
     task = "road"
 
@@ -256,7 +280,8 @@ class RoadTestFold(ModelWorker):
 
         from oddspot.data.streethazards import ANOMALY_CLASS, IGNORE_INDEX
         from oddspot.files import write_png
-        from oddspot.metrics import BinaryRankingMetrics, PerImageMetrics
+        from oddspot.metrics import BinaryRankingMetrics, ConfusionMatrix, PerImageMetrics
+        from oddspot.road.evaluate import anomaly_row_targets
         from oddspot.road.panels import PANELS_DIR, make_panel
 
         self.faults.tick()
@@ -267,6 +292,8 @@ class RoadTestFold(ModelWorker):
         pixel_th = model.pixel_threshold
         state = {f"pooled.{s}": BinaryRankingMetrics() for s in scores}
         state.update({f"per_image.{s}": PerImageMetrics() for s in scores})
+        k = model.config.model.num_classes
+        state["test_confusion"] = ConfusionMatrix(k + 1, ignore_index=IGNORE_INDEX)
         part = Part(keys=frozenset(int(i) for i in batch["index"]), state=state)
         t_model = t_metrics = 0.0
         for i in _order(batch):
@@ -287,6 +314,7 @@ class RoadTestFold(ModelWorker):
             for name in scores:
                 state[f"pooled.{name}"].update(maps[name], target, valid)
                 state[f"per_image.{name}"].update(maps[name], target, valid, key=index)
+            state["test_confusion"].update(result.classes, anomaly_row_targets(label, k))
             t_metrics += time.perf_counter() - tb
             t_model += tb - ta
             n_valid = int(valid.sum())
