@@ -127,16 +127,26 @@ def _evaluate(task: str, kw: dict[str, Any], ray: dict[str, Any], batch_size: in
     from oddspot.cli.common import echo_err
     from oddspot.scale import evaluate as scale
 
-    out, run, data = Path(kw["out"]), Path(kw["run"]), Path(kw["data"])
+    out, run = Path(kw["out"]), Path(kw["run"])
     if task == "inspect":
-        common = _common(kw, out, run, data)
-        m = scale.evaluate_inspect(run, data, kw["category"], out, kw.get("split"), kw.get("bootstrap", 1000),
+        given = kw.get("data") or kw.get("normal")  # none: the data the run's run.json records
+        common = _common(kw, out, run, *([Path(given)] if given else []))
+        m = scale.evaluate_inspect(run, given, kw.get("category"), out, kw.get("split"), kw.get("bootstrap", 1000),
                                    kw.get("seed", 0), batch=batch_size or 32, gallery=kw.get("gallery", 12), warn=echo_err,
+                                   layout="folder" if kw.get("normal") else kw.get("layout"),
+                                   abnormal=kw.get("abnormal"), masks=kw.get("masks"),
                                    **ray, **common)
         pixel = m.get("pixel") or {}
         line = (f"image AUROC {m['image']['auroc']:.4f}  pixel AUROC {pixel.get('auroc', float('nan')):.4f}  "
                 f"AUPRO {pixel.get('aupro', float('nan')):.4f}")
     elif task == "road":
+        from oddspot.data.road_benchmarks import detect_road_layout
+
+        data = Path(kw["data"])
+        layout = kw.get("layout") or "auto"
+        if (detect_road_layout(data) if layout == "auto" else layout) != "streethazards":
+            raise OddspotError(f"{data}: --engine ray evaluates StreetHazards folders only, not the benchmarks of "
+                               "binary labels; leave --engine out")
         common = _common(kw, out, run, data)
         m = scale.evaluate_road(run, data, out, batch_size=batch_size or 8, panels=kw.get("panels", 4), log=echo_err,
                                 **ray, **common)
@@ -145,6 +155,7 @@ def _evaluate(task: str, kw: dict[str, Any], ray: dict[str, Any], batch_size: in
                            for name, r in m["anomaly"]["scores"].items())
         line = f"validation mIoU {seg['miou']:.3f}; test pixels: {scores}"
     else:
+        data = Path(kw["data"])
         common = _common(kw, out, run, data, kw.get("labels"), kw.get("cache_dir"))
         m = scale.evaluate_video(run, data, out, layout=kw.get("layout", "auto"), labels=kw.get("labels"),
                                  skip_first=kw.get("skip_first", 0), protocol=kw.get("protocol", "trained"),

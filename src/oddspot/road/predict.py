@@ -8,6 +8,8 @@ Written to `out_dir`:
   <stem>_panel.png      input | prediction | overlay | confidence | anomaly score
   errors.csv            path, error: the images that could not be read or were over the pixel budget
                         (written only when some failed)
+  tta.json              the test-time augmentation setting (`oddspot.road.tta.TTA.to_dict`), written
+                        only when one is on (`tta`: several scales or mirroring)
 
 A JPEG over `DECODE_PIXELS` is decoded at a reduced scale; its maps and panel are at that size.
 
@@ -25,23 +27,30 @@ import numpy as np
 
 from oddspot.data.image_io import DECODE_PIXELS, list_images, read_image
 from oddspot.errors import OddspotError
-from oddspot.files import safe_text, staged_output, write_npy, write_png
+from oddspot.files import safe_text, staged_output, write_json, write_npy, write_png
 from oddspot.progress import track
 from oddspot.records.evaluation import SCORES_FILE, write_csv
 from oddspot.road.config import SCORE_NAMES
 from oddspot.road.head import RoadHead
 from oddspot.road.panels import make_panel
+from oddspot.road.tta import TTA
+from oddspot.road.tta import analyze as analyze_tta
+from oddspot.road.tta import model_runner
 
 ERRORS_FILE = "errors.csv"
+TTA_FILE = "tta.json"
 
 
 def collect_images(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """Image files named directly or found (recursively, sorted) in named folders."""
+    """Image files named directly or found (recursively, sorted) in named folders; a folder of a
+    labelled road-anomaly benchmark gives its images only, never its label files."""
+    from oddspot.data.road_benchmarks import benchmark_images
+
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files.extend(list_images(p, recursive=True))
+            files.extend(benchmark_images(p) or list_images(p, recursive=True))
         elif p.exists():
             files.append(p)
         else:
@@ -61,15 +70,20 @@ def unique_stem(stem: str, used: set[str]) -> str:
 
 @staged_output("out_dir", inputs=("images",))
 def predict(model: RoadHead, images: Sequence[str | os.PathLike[str]], out_dir: str | Path,
-            save_scores: Sequence[str] = (), panels: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+            save_scores: Sequence[str] = (), panels: bool = True, log: Callable[[str], None] = print,
+            tta: TTA | None = None) -> dict[str, Any]:
     """Score IMAGES (files or folders) with `model` and write the files listed in the module docstring.
 
-    Returns {"images": number scored, "errors": number unreadable, "score": the decision score,
-    "anomalous": images decided anomalous, or None for a model without an image threshold}.
+    `tta` averages multi-scale and mirrored passes (`oddspot.road.tta`; default: none; an exported
+    model mirrors but runs one scale). Returns {"images": number scored, "errors": number unreadable,
+    "score": the decision score, "anomalous": images decided anomalous, or None for a model without
+    an image threshold}.
     """
     unknown = [s for s in save_scores if s not in SCORE_NAMES]
     if unknown:
         raise OddspotError(f"--save-score {unknown[0]!r} unknown; choose from {', '.join(SCORE_NAMES)}")
+    tta = tta or TTA()
+    runner = model_runner(model, tta) if tta.active else None  # an exported model refuses other scales here
     files = collect_images(images)
     score = model.config.score
     th = model.pixel_threshold
@@ -81,7 +95,7 @@ def predict(model: RoadHead, images: Sequence[str | os.PathLike[str]], out_dir: 
     for path in track(files, "predict"):
         try:
             image = read_image(path, reduce_to=DECODE_PIXELS)
-            result = model.analyze(image, names, str(path))  # a too-small image is refused here
+            result = analyze_tta(model, image, names, str(path), tta, runner)  # a too-small image is refused here
         except OddspotError as exc:
             errors.append([str(path), str(exc)])
             log(f"skipped: {safe_text(str(exc))}")
@@ -98,6 +112,8 @@ def predict(model: RoadHead, images: Sequence[str | os.PathLike[str]], out_dir: 
         rows.append([str(path), value, "" if normalized is None else float(normalized[0]),
                      "" if decided is None else int(decided[0]), int((dmap >= th["threshold"]).sum())])
     write_csv(out_dir / SCORES_FILE, ("path", "score", "normalized", "anomalous", "flagged_pixels"), rows)
+    if tta.active:
+        write_json(out_dir / TTA_FILE, tta.to_dict())
     (out_dir / ERRORS_FILE).unlink(missing_ok=True)
     if errors:
         write_csv(out_dir / ERRORS_FILE, ("path", "error"), errors)
