@@ -1,4 +1,11 @@
-"""Semantic segmentation quality: a confusion matrix streamed over a split, per-class IoU, mIoU."""
+"""Semantic segmentation quality: a confusion matrix streamed over a split, per-class IoU, mIoU.
+
+Two mIoU conventions exist and both are named wherever they are reported:
+  miou_present_classes  mean IoU over the classes present (in the targets or the predictions);
+                        a class absent from both has no IoU (NaN) and is left out
+  miou_all_classes      mean over every class, an absent class counting IoU 0: the StreetHazards
+                        benchmark code (`intersection / (union + 1e-10)` averaged over all classes)
+"""
 
 from __future__ import annotations
 
@@ -68,7 +75,8 @@ class ConfusionMatrix:
         return self
 
     def compute(self) -> dict[str, Any]:
-        """miou, iou (list per class, NaN if absent), pixel_accuracy, n_pixels, matrix (lists)."""
+        """miou (= miou_present_classes), iou (list per class, NaN if absent), pixel_accuracy, n_pixels,
+        matrix (lists), and both named mIoU conventions (see the module docstring)."""
         m = self.matrix.astype(np.float64)
         tp = np.diag(m)
         union = m.sum(0) + m.sum(1) - tp
@@ -85,8 +93,40 @@ class ConfusionMatrix:
             accuracy = warn_undefined("ConfusionMatrix", "pixel_accuracy", "no pixels were added")
         return {
             "miou": miou,
+            "miou_present_classes": miou,
+            "miou_all_classes": float(np.nan_to_num(iou, nan=0.0).mean()) if np.any(union > 0) else miou,
             "iou": [float(v) for v in iou],
             "pixel_accuracy": accuracy,
             "n_pixels": int(total),
             "matrix": self.matrix.tolist(),
         }
+
+
+def iou_conventions(matrix: Any, num_classes: int | None = None) -> dict[str, Any]:
+    """Per-class IoU, both mIoU conventions and pixel accuracy of the first `num_classes` classes of a
+    confusion matrix (rows = target, columns = prediction; default: every class).
+
+    Target rows beyond `num_classes` (StreetHazards' anomaly class on the test split) are no class
+    of the mean, but the predictions on their pixels still count as false positives of the predicted
+    class, as the benchmark's `intersectionAndUnion` counts them. Pixel accuracy is over the pixels
+    of the first `num_classes` classes.
+    """
+    m = np.asarray(matrix, np.float64)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise OddspotError(f"iou_conventions: expected a square confusion matrix, got shape {m.shape}")
+    k = m.shape[0] if num_classes is None else int(num_classes)
+    if not 1 <= k <= m.shape[0]:
+        raise OddspotError(f"iou_conventions: num_classes {num_classes} outside 1..{m.shape[0]}")
+    tp = np.diag(m)[:k]
+    union = m[:k].sum(1) + m[:, :k].sum(0) - tp
+    iou = np.full(k, np.nan)
+    np.divide(tp, union, out=iou, where=union > 0)
+    known = m[:k].sum()
+    if not np.any(union > 0):
+        present = warn_undefined("iou_conventions", "miou", "no pixels were added")
+        every = present
+    else:
+        present, every = float(np.nanmean(iou)), float(np.nan_to_num(iou, nan=0.0).mean())
+    return {"miou_present_classes": present, "miou_all_classes": every, "iou": [float(v) for v in iou],
+            "pixel_accuracy": float(tp.sum() / known) if known else float("nan"),
+            "n_pixels": int(known), "n_other_pixels": int(m[k:].sum())}

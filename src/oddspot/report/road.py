@@ -1,7 +1,8 @@
 """The road-task section of a report: segmentation quality, pixel OOD metrics per score, panels.
 
 Reads the evaluation record of `oddspot road evaluate`: metrics.json (task "road", keys
-"segmentation" and "anomaly", and "image" for the image-level decision), curves.json (pooled pixel
+"segmentation" (validation) and "anomaly", and when present "segmentation_test", "tta" (the
+test-time augmentation) and "image" for the image-level decision), curves.json (pooled pixel
 ROC / PR per score, image-level curves), scores.csv (one row per test image) and the
 `<name>_panel.png` files in a `panels/` folder in or next to it (input | prediction | overlay |
 confidence | anomaly score).
@@ -123,21 +124,44 @@ def sensitivity_html(anomaly: dict[str, Any]) -> str:
     return details("Threshold sensitivity (per score)", f"<div>{body}</div>")
 
 
+def tta_text(tta: Any) -> str:
+    """The test-time augmentation of an evaluation in words ("none" for a single plain pass)."""
+    if not isinstance(tta, dict) or not isinstance(tta.get("scales"), list) or int(tta.get("passes") or 1) <= 1:
+        return "none"
+    scales = ", ".join(f"{s:g}" if isinstance(s, (int, float)) else str(s) for s in tta["scales"])
+    return (f"scales {scales}" + (" + horizontal flip" if tta.get("flip") else "") + f" ({tta.get('passes')} passes averaged; "
+            "logit scores from the mean logits, feature scores as the mean of the passes' maps)")
+
+
+def segmentation_html(seg: dict[str, Any], test: Any) -> str:
+    """Both splits' mIoU in both conventions, pixel accuracy and per-class IoU, and the IoU plot."""
+    if seg.get("miou") is None and seg.get("note"):  # a benchmark of binary labels: no classes, no mIoU
+        return f'<p class="note">{esc(seg["note"])}</p>'
+    test = test if isinstance(test, dict) else {}
+    iou, test_iou = seg.get("iou") or {}, test.get("iou") or {}
+    rows = [["mIoU over classes present", seg.get("miou_present_classes", seg.get("miou")), test.get("miou_present_classes")],
+            ["mIoU over all classes (absent = 0, StreetHazards code)", seg.get("miou_all_classes"), test.get("miou_all_classes")],
+            ["pixel accuracy", seg.get("pixel_accuracy"), test.get("pixel_accuracy")],
+            ["images", seg.get("n_images"), test.get("n_images")]]
+    caption = ("Summary; on test the anomaly class is no class of the mean, its pixels' predictions count as false "
+               "positives (StreetHazards code)" if test else "Summary")
+    summary = table(["segmentation", str(seg.get("split", "validation")), "test"], rows, caption=caption)
+    iou_table = table(["class", "IoU (validation)", "IoU (test)"], [[k, v, test_iou.get(k)] for k, v in iou.items()],
+                      sortable=True, caption="Per-class IoU")
+    plot = iou_plot(iou)
+    return ('<div class="row"><div>' + summary + iou_table + "</div>"
+            + (f'<div style="flex:1;min-width:420px">{img(plot, "image/png", "per-class IoU")}</div>' if plot else "")
+            + "</div>")
+
+
 def section(metrics: dict[str, Any], folder: Path, anchor: str, name: str, warn: Warn) -> str:
-    """The road section: segmentation table and plot, anomaly-score table, panels."""
+    """The road section: segmentation tables and plot, anomaly-score table, curves, sensitivity, panels."""
     seg, anomaly = metrics["segmentation"], metrics["anomaly"]
-    iou = seg.get("iou") or {}
-    seg_rows = [["mIoU (classes present)", seg.get("miou")], ["pixel accuracy", seg.get("pixel_accuracy")],
-                ["images", seg.get("n_images")]]
     parts = [f'<h2 id="{anchor}">{esc(name)}</h2>',
              f'<p class="meta">road task · run <code>{esc(metrics.get("run") or "?")}</code> · segmentation on the '
-             f'{esc(seg.get("split", "validation"))} split, anomaly scores on the {esc(anomaly.get("split", "test"))} split</p>',
-             "<h3>Segmentation</h3>"]
-    iou_table = table(["class", "IoU"], [[k, v] for k, v in iou.items()], sortable=True, caption="Per-class IoU")
-    plot = iou_plot(iou)
-    parts.append('<div class="row"><div>' + table(["segmentation", "value"], seg_rows, caption="Summary")
-                 + iou_table + "</div>" + (f'<div style="flex:1;min-width:420px">{img(plot, "image/png", "per-class IoU")}</div>'
-                                           if plot else "") + "</div>")
+             f'{esc(seg.get("split", "validation"))} split, anomaly scores on the {esc(anomaly.get("split", "test"))} split'
+             f' · test-time augmentation: {esc(tta_text(metrics.get("tta")))}</p>',
+             "<h3>Segmentation</h3>", segmentation_html(seg, metrics.get("segmentation_test"))]
     rows = []
     for score, r in anomaly["scores"].items():
         p, per, th = r.get("pooled") or {}, r.get("per_image") or {}, r.get("threshold") or {}

@@ -1,4 +1,4 @@
-"""Evaluating a road model: mIoU per class on validation, and every anomaly score over every test pixel.
+"""Evaluating a road model: mIoU per class on validation and test, and every anomaly score over every test pixel.
 
 Each score's pixels stream through the evaluation engine (`oddspot.metrics`) image by image, so
 memory does not grow with the test set and no pixel is subsampled. Reported per score: pooled
@@ -7,9 +7,17 @@ image over images holding both classes (the StreetHazards convention, `unlabeled
 normal); precision / recall / F1 at the threshold chosen on validation, and a sensitivity table
 around it. Pixels with the ignore index are excluded; the anomaly class is the positive class.
 
+Segmentation is measured on both splits, with both mIoU conventions named (`oddspot.metrics.
+segmentation`): over the classes present, and over all classes (absent = 0, the StreetHazards
+code). On validation, pixels of no known class are left out; on test, the anomaly class is no
+class of the mean but its pixels' predictions count as false positives of the predicted class, as
+the benchmark's code counts them. With test-time augmentation (`tta`, see `oddspot.road.tta`)
+both splits' predictions and every score come from the averaged passes; the setting is recorded.
+
 The evaluation record written to `out_dir` (what `oddspot report` reads; it never reloads the
 model or the data):
-  metrics.json  task "road": segmentation, anomaly (per score), image decisions, timing
+  metrics.json  task "road": segmentation (validation), segmentation_test, anomaly (per score),
+                image decisions, tta (the test-time augmentation setting), timing
   scores.csv    one row per test image: path, label (1 = holds anomaly pixels), the model's image
                 score, normalized score and decision, anomalous / flagged / valid pixel counts
   curves.json   pooled ROC and PR curves per score (downsampled), and the image-level curves
@@ -40,6 +48,8 @@ from oddspot.road.panels import PANELS_DIR, make_panel
 from oddspot.road.predict import unique_stem
 from oddspot.road.scorer import SCORE_NAMES
 from oddspot.road.thresholds import DEFAULT_OFFSETS, threshold_sensitivity
+from oddspot.road.tta import TTA, Runner, mean_logits, model_runner
+from oddspot.road.tta import analyze as analyze_tta
 from oddspot.road.validation import segmentation_metrics
 
 POOLED_KEYS = ("auroc", "ap", "aupr_trapezoid", "fpr95_first", "fpr95_nearest", "f1_max", "f1_max_threshold",
@@ -72,13 +82,14 @@ def _curve(curves: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, list
 @staged_output("out_dir", inputs=("data", "run"))
 def evaluate(model: RoadModel, data: str | Path, out_dir: str | Path | None = None, batch_size: int = 8,
              scores: tuple[str, ...] = SCORE_NAMES, offsets: tuple[float, ...] = DEFAULT_OFFSETS, panels: int = 4,
-             run: str | Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Evaluate a fitted road model on DATA's validation (mIoU) and test (anomaly scores) splits.
+             run: str | Path | None = None, log: Callable[[str], None] = print, tta: TTA | None = None) -> dict[str, Any]:
+    """Evaluate a fitted road model on DATA's validation (mIoU) and test (mIoU, anomaly scores) splits.
 
     With `out_dir`, writes the evaluation record there (see the module docstring). `batch_size`
     is the validation pass's; test images run one at a time, exactly as `predict` runs them.
+    `tta` averages multi-scale and mirrored passes (`oddspot.road.tta`; default: none).
     """
-    from oddspot.metrics import BinaryRankingMetrics, PerImageMetrics
+    from oddspot.metrics import BinaryRankingMetrics, ConfusionMatrix, PerImageMetrics
 
     unknown = [s for s in scores if s not in SCORE_NAMES]
     if unknown:
@@ -100,10 +111,18 @@ def evaluate(model: RoadModel, data: str | Path, out_dir: str | Path | None = No
         skipped.append(str(exc))
         log(f"skipped: {exc}")
 
+    tta = tta or TTA()
+    runner = model_runner(model) if tta.active else None
+    k = model.config.model.num_classes
     t0 = time.perf_counter()
-    seg = segmentation_metrics(network, val.iter_samples(on_error=report), CLASS_NAMES, batch_size,
-                               model.config.train.eval_size, total=len(val), description="validation mIoU")
+    if tta.active:
+        seg = tta_segmentation(model, val.iter_samples(on_error=report), tta, runner, total=len(val))
+    else:
+        seg = segmentation_metrics(network, val.iter_samples(on_error=report), CLASS_NAMES, batch_size,
+                                   model.config.train.eval_size, total=len(val), description="validation mIoU")
+    seg = {**seg, **named_miou(seg["iou"])}
     t_seg = time.perf_counter() - t0
+    test_cm = ConfusionMatrix(k + 1, ignore_index=IGNORE_INDEX)
 
     pooled = {s: BinaryRankingMetrics() for s in scores}
     per_image = {s: PerImageMetrics() for s in scores}
@@ -117,10 +136,11 @@ def evaluate(model: RoadModel, data: str | Path, out_dir: str | Path | None = No
     t1 = time.perf_counter()
     for sample in track(test.iter_samples(on_error=report), "score test pixels", len(test)):
         ta = time.perf_counter()
-        result = model.analyze(sample.image, names, sample.meta["path"])
+        result = analyze_tta(model, sample.image, names, sample.meta["path"], tta, runner)
         tb = time.perf_counter()
-        maps = {k: torch.from_numpy(v) for k, v in result.maps.items()}
+        maps = {name: torch.from_numpy(v) for name, v in result.maps.items()}
         labels = torch.from_numpy(sample.labels)
+        test_cm.update(result.classes, anomaly_row_targets(sample.labels, k))
         valid = labels != IGNORE_INDEX
         target = labels == ANOMALY_CLASS
         for name in scores:
@@ -132,19 +152,12 @@ def evaluate(model: RoadModel, data: str | Path, out_dir: str | Path | None = No
         n_anomalous = int((target & valid).sum())
         n_pixels += n_valid
         n_with_anomaly += int(n_anomalous > 0)
-        dmap = result.maps[decision]
-        score = model.image_score(dmap)
-        normalized, decided = model.decide(np.array([score]))
-        image_scores.append(score)
+        row = image_row(model, result, decision, pixel_th, sample.meta["path"], n_anomalous, n_valid)
+        image_scores.append(row[2])
         image_labels.append(n_anomalous > 0)
-        rows.append([sample.meta["path"], int(n_anomalous > 0), score,
-                     "" if normalized is None else float(normalized[0]), "" if decided is None else int(decided[0]),
-                     n_anomalous, int((dmap >= pixel_th["threshold"]).sum()), n_valid])
+        rows.append(row)
         if out is not None and len(used) < panels:
-            stem = unique_stem(Path(sample.meta["path"]).stem, used)
-            write_png(out / PANELS_DIR / f"{stem}_panel.png",
-                      make_panel(sample.image, result.classes, 1.0 - result.maps["msp"], dmap,
-                                 pixel_th["threshold"], pixel_th["spread"]))
+            write_panel(out, unique_stem(Path(sample.meta["path"]).stem, used), sample.image, result, decision, pixel_th)
     t_test = time.perf_counter() - t1
     if not rows:
         raise OddspotError(f"{test.image_dir}: no readable test images")
@@ -160,6 +173,8 @@ def evaluate(model: RoadModel, data: str | Path, out_dir: str | Path | None = No
         "run": None if run is None else str(run),
         "data": str(data),
         "segmentation": {"split": "validation", **seg},
+        "segmentation_test": segmentation_on_test(test_cm.matrix, k, len(rows)),
+        "tta": tta.to_dict(),
         "anomaly": anomaly_section(len(rows), n_with_anomaly, n_pixels, results),
         "image": image,
         "timing": {"validation_seconds": round(t_seg, 3), "test_seconds": round(t_test, 3),
@@ -174,6 +189,73 @@ def evaluate(model: RoadModel, data: str | Path, out_dir: str | Path | None = No
         write_csv(out / SCORES_FILE, SCORES_HEADER, rows)
         write_json(out / CURVES_FILE, {"score": decision, "pixel": curves, "image": image_curves})
     return {"task": "road", **metrics}
+
+
+def named_miou(iou: dict[str, float]) -> dict[str, float]:
+    """Both named mIoU conventions from per-class IoU (NaN = class absent from targets and predictions)."""
+    values = np.array([np.nan if v is None else v for v in iou.values()], np.float64)
+    if not np.isfinite(values).any():
+        return {"miou_present_classes": float("nan"), "miou_all_classes": float("nan")}
+    return {"miou_present_classes": float(np.nanmean(values)), "miou_all_classes": float(np.nan_to_num(values).mean())}
+
+
+def anomaly_row_targets(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Test labels for the test confusion matrix (num_classes + 1 rows): every label of no known class that is
+    not the ignore index (the anomaly class) becomes row `num_classes`."""
+    return np.where((labels >= num_classes) & (labels != IGNORE_INDEX), num_classes, labels)
+
+
+def segmentation_on_test(matrix: np.ndarray, num_classes: int, n_images: int) -> dict[str, Any]:
+    """metrics.json's `segmentation_test`: per-class IoU and both mIoU conventions on the test split, from a
+    confusion matrix whose last target row holds the pixels of no known class (the anomaly class)."""
+    from oddspot.metrics.segmentation import iou_conventions
+
+    r = iou_conventions(matrix, num_classes)
+    return {"split": "test", "miou_present_classes": r["miou_present_classes"], "miou_all_classes": r["miou_all_classes"],
+            "pixel_accuracy": r["pixel_accuracy"], "iou": {CLASS_NAMES[i]: v for i, v in enumerate(r["iou"])},
+            "n_images": n_images, "n_pixels": r["n_pixels"], "n_anomaly_pixels": r["n_other_pixels"],
+            "anomaly_pixels": "no class of the mean; their predictions count as false positives of the predicted "
+                              "class (StreetHazards code)",
+            "miou_all_classes_note": "absent classes count IoU 0 (StreetHazards code)",
+            "miou_present_classes_note": "mean over classes present in targets or predictions"}
+
+
+def tta_segmentation(model: RoadModel, samples: Any, tta: TTA, runner: Runner | None, total: int | None = None) -> dict[str, Any]:
+    """`segmentation_metrics` with the prediction taken from `tta`'s averaged logits, one image at a time."""
+    from oddspot.metrics import ConfusionMatrix
+
+    k = model.config.model.num_classes
+    cm = ConfusionMatrix(k, ignore_index=IGNORE_INDEX)
+    n_images = 0
+    for sample in track(samples, "validation mIoU", total):
+        pred = mean_logits(model, sample.image, tta, sample.meta["path"], runner).argmax(0)
+        target = sample.labels.astype(np.int64)
+        target[target >= k] = IGNORE_INDEX
+        cm.update(pred, target)
+        n_images += 1
+    if n_images == 0:
+        raise OddspotError("no readable images to measure segmentation quality on")
+    res = cm.compute()
+    return {"miou": float(res["miou"]), "pixel_accuracy": float(res["pixel_accuracy"]),
+            "iou": {name: float(res["iou"][i]) for i, name in enumerate(CLASS_NAMES[:k])}, "n_images": n_images}
+
+
+def image_row(model: Any, result: Any, decision: str, pixel_th: dict[str, Any], path: str, n_anomalous: int,
+              n_valid: int) -> list[Any]:
+    """The scores.csv row of one scored test image (`SCORES_HEADER`): its image score on the decision
+    score's map, the model's normalized value and decision, and its pixel counts."""
+    dmap = result.maps[decision]
+    score = model.image_score(dmap)
+    normalized, decided = model.decide(np.array([score]))
+    return [path, int(n_anomalous > 0), score, "" if normalized is None else float(normalized[0]),
+            "" if decided is None else int(decided[0]), n_anomalous, int((dmap >= pixel_th["threshold"]).sum()), n_valid]
+
+
+def write_panel(out: Path, stem: str, image: np.ndarray, result: Any, decision: str, pixel_th: dict[str, Any]) -> None:
+    """OUT/panels/<stem>_panel.png: the image, its classes, 1 - msp and the decision score's map at its threshold."""
+    write_png(out / PANELS_DIR / f"{stem}_panel.png",
+              make_panel(image, result.classes, 1.0 - result.maps["msp"], result.maps[decision],
+                         pixel_th["threshold"], pixel_th["spread"]))
 
 
 def score_results(pooled: dict[str, Any], per_image: dict[str, Any], thresholds: dict[str, dict[str, Any]],

@@ -44,3 +44,17 @@ def run_model(model: DeepLabV3Plus, images: np.ndarray, size: tuple[int, int] | 
         out["logits"] = F.interpolate(out["logits"], size=hw, mode="bilinear", align_corners=False)
     out["logits"] = out["logits"].float()
     return out
+
+
+@torch.inference_mode()
+def network_outputs_at(model: DeepLabV3Plus, image: np.ndarray, size: tuple[int, int],
+                       features: str) -> tuple[np.ndarray, np.ndarray]:
+    """One uint8 H x W x 3 image through the network at input size `size` (h, w) -> (float32 K x h x w
+    logits, float32 D x h/4 x w/4 features of `features`): `RoadModel.network_outputs` at a chosen size,
+    for test-time augmentation (`oddspot.road.tta`)."""
+    device = next(model.parameters()).device
+    x = preprocess(torch.from_numpy(np.array(image[None], dtype=np.uint8)).to(device))
+    if tuple(size) != tuple(image.shape[:2]):
+        x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    out = model(x, features=features)
+    return out["logits"][0].float().cpu().numpy(), out["features"][0].float().cpu().numpy()
