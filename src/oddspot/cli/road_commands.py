@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from oddspot.cli.common import (
     read_yaml_mapping,
     runtime_options,
 )
+from oddspot.choices import FEATURE_SOURCES, HEAT_RELIABILITY, ROAD_LAYOUTS
 from oddspot.errors import OddspotError
 
 DEMO_OUT = Path("runs/demo-road")
@@ -33,7 +36,13 @@ FIT_FLAGS: dict[str, tuple[str | None, str]] = {
     "eval_size": ("train", "eval_size"), "class_weighting": ("train", "class_weighting"),
     "features": ("scores", "features"), "temperature": ("scores", "temperature"), "sigma": ("scores", "sigma"),
     "score": (None, "score"),
+    "sml_boundary_width": ("scores", "sml_boundary_width"), "sml_boundary_iterations": ("scores", "sml_boundary_iterations"),
+    "sml_smoothing_dilation": ("scores", "sml_smoothing_dilation"), "heat_reliability": ("scores", "heat_reliability"),
+    "heat_test_normalization": ("scores", "heat_test_normalization"),
 }
+# Augmentation flags of fit: option name -> key of train.augment (AugmentConfig).
+AUGMENT_FLAGS: dict[str, str] = {"augment_scale": "scale", "augment_flip": "flip", "augment_rotate": "rotate",
+                                 "augment_colour": "colour", "augment_blur": "blur", "rotation": "rotation_degrees"}
 
 
 def _pair(text: str, option: str, cast: Any = int, sep: str = "x") -> tuple[Any, Any]:
@@ -74,11 +83,11 @@ def fit_options(config: Path | None, seed: int, seed_given: bool, flags: dict[st
     if "freeze" in given and given["freeze"].lower() == "none":
         given["freeze"] = None
     for name, value in given.items():
-        if name in ("crop", "scale_range"):
+        if name in ("crop", "scale_range") or name in AUGMENT_FLAGS:
             continue
         section, key = FIT_FLAGS[name]
         (options if section is None else _section(options, section, source))[key] = value
-    if "crop" in given or "scale_range" in given:
+    if "crop" in given or "scale_range" in given or set(AUGMENT_FLAGS) & set(given):
         augment = train.setdefault("augment", {})
         if not isinstance(augment, dict):
             raise OddspotError(f"{source}: train.augment must be a mapping of option: value")
@@ -86,7 +95,35 @@ def fit_options(config: Path | None, seed: int, seed_given: bool, flags: dict[st
             augment["crop_size"] = list(_pair(given["crop"], "--crop"))
         if "scale_range" in given:
             augment["scale_range"] = list(_pair(given["scale_range"], "--scale-range", float, "-"))
+        augment.update({key: given[name] for name, key in AUGMENT_FLAGS.items() if name in given})
     return options, source
+
+
+TTA_SCALES_HELP = ("Test-time multi-scale averaging: network input scales relative to the model's input size, "
+                   "e.g. 0.75,1.0,1.25 (0.25..4; torch runtime) [default: 1.0].")
+TTA_FLIP_HELP = "Test-time averaging with the mirrored image too (horizontal flip)."
+
+
+def local_tta(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Refuse --scales / --flip with --engine ray (its workers run one plain pass), instead of ignoring them."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("engine") == "ray" and (kwargs.get("scales") is not None or kwargs.get("flip")):
+            raise OddspotError("--scales/--flip: test-time augmentation runs with --engine local only; leave them out")
+        return fn(*args, **kwargs)
+
+    return run
+
+
+def miou_summary(metrics: dict[str, Any]) -> str:
+    """One line: validation and test mIoU in both conventions, and the test-time augmentation."""
+    seg, test, tta = metrics["segmentation"], metrics["segmentation_test"], metrics.get("tta") or {}
+    augmentation = (f"scales {','.join(f'{s:g}' for s in tta.get('scales', [1.0]))}"
+                    + (" + flip" if tta.get("flip") else "")) if tta.get("passes", 1) > 1 else "none"
+    return (f"mIoU over classes present / over all classes (absent = 0, StreetHazards code): validation "
+            f"{seg['miou_present_classes']:.3f} / {seg['miou_all_classes']:.3f}, test {test['miou_present_classes']:.3f} / "
+            f"{test['miou_all_classes']:.3f} (anomaly pixels count as false positives); test-time augmentation: {augmentation}")
 
 
 def register(group: click.Group) -> None:
@@ -107,8 +144,18 @@ def register(group: click.Group) -> None:
     @click.option("--lr", type=FiniteFloat(0.0, 10.0, min_open=True), default=None, help="[default: 0.001]")
     @click.option("--schedule", type=click.Choice(["poly", "cosine"]), default=None, help="[default: poly]")
     @click.option("--patience", type=click.IntRange(0, 100_000), default=None, help="Early stopping: epochs without mIoU gain [default: 5].")
-    @click.option("--crop", default=None, help="Training crop HxW, smaller when the scale needs [default: 384x384].")
-    @click.option("--scale-range", default=None, help="Multi-scale crop range [default: 0.5-2.0].")
+    @click.option("--crop", default=None, help="Training crop HxW; smaller where every image of a batch, scaled, is "
+                                               "[default: 384x384].")
+    @click.option("--scale-range", default=None, help="Multi-scale crop range, a scale per image; > 1 zooms in "
+                                                      "[default: 0.5-2.0].")
+    @click.option("--augment-scale/--no-augment-scale", default=None, help="Multi-scale crops [default: on].")
+    @click.option("--augment-flip/--no-augment-flip", default=None, help="Horizontal flips [default: on].")
+    @click.option("--augment-rotate/--no-augment-rotate", default=None, help="Random rotation [default: off].")
+    @click.option("--rotation", type=FiniteFloat(0.0, 180.0), default=None,
+                  help="Rotation range in +- degrees, with --augment-rotate [default: 10].")
+    @click.option("--augment-colour/--no-augment-colour", default=None,
+                  help="Brightness / contrast / saturation jitter [default: on].")
+    @click.option("--augment-blur/--no-augment-blur", default=None, help="Random Gaussian blur [default: on].")
     @click.option("--freeze", default=None, help="Freeze the backbone up to this stage, or 'none' [default: stage1].")
     @click.option("--num-classes", type=click.IntRange(2, 254), default=None, help="Known classes, checked against the data [default: 13].")
     @click.option("--aspp-rates", default=None, help="[default: 6,12,18]")
@@ -118,11 +165,22 @@ def register(group: click.Group) -> None:
     @click.option("--max-train-images", type=click.IntRange(1, 10**9), default=None, help="Seeded subset of the training split.")
     @click.option("--class-weighting", type=click.Choice(["sqrt_inverse", "none"]), default=None,
                   help="Cross-entropy class weights from training pixel frequencies [default: sqrt_inverse].")
-    @click.option("--features", type=click.Choice(["low_level", "decoder_input", "decoder_output"]), default=None,
-                  help="Decoder feature map of the Mahalanobis score [default: low_level].")
+    @click.option("--features", type=click.Choice(FEATURE_SOURCES), default=None,
+                  help="Feature map of the mahalanobis, fusion and heat scores: a decoder map or a backbone tap "
+                       "(backbone_low: model.low_level; backbone_high: model.high_level) [default: low_level].")
     @click.option("--temperature", type=FiniteFloat(0.0, 100.0, min_open=True), default=None, help="Energy temperature [default: 1].")
     @click.option("--sigma", type=FiniteFloat(0.0, 50.0), default=None, help="Fusion smoothing in pixels [default: 1].")
     @click.option("--score", default=None, help="Score the decisions use [default: fusion].")
+    @click.option("--sml-boundary-width", type=click.IntRange(0, 64), default=None,
+                  help="sml_full: boundary band suppressed, in pixels [default: 4].")
+    @click.option("--sml-boundary-iterations", type=click.IntRange(0, 64), default=None,
+                  help="sml_full: suppression iterations; divides the width [default: 4].")
+    @click.option("--sml-smoothing-dilation", type=click.IntRange(1, 64), default=None,
+                  help="sml_full: spacing of the 7 x 7 Gaussian's taps [default: 6].")
+    @click.option("--heat-reliability", type=click.Choice(HEAT_RELIABILITY), default=None,
+                  help="heat: per-pixel weights of its components [default: variance].")
+    @click.option("--heat-test-normalization/--no-heat-test-normalization", default=None,
+                  help="heat: normalize each image by its OWN statistics (uses test data) [default: off].")
     @click.pass_context
     def fit(ctx: click.Context, data: Path, out: Path, config: Path | None, seed: int, threads: int, device: str,
             resume: bool, **flags: Any) -> None:
@@ -153,6 +211,7 @@ def register(group: click.Group) -> None:
                    f"(image threshold: {rule}); model in {out}")
 
     @road.command("predict")
+    @local_tta
     @engine_options("road", "predict")
     @click.argument("run", type=click.Path(path_type=Path))
     @click.argument("images", nargs=-1, required=True)
@@ -160,10 +219,13 @@ def register(group: click.Group) -> None:
     @click.option("--save-score", "save_scores", multiple=True,
                   help="Also save this score's maps (repeatable; the decision score's are always saved).")
     @click.option("--no-panels", is_flag=True, help="Only write scores and score maps.")
+    @click.option("--scales", default=None, help=TTA_SCALES_HELP)
+    @click.option("--flip", is_flag=True, help=TTA_FLIP_HELP)
     @runtime_options
     @max_pixels_option
     def predict(run: Path, images: tuple[str, ...], out: Path, config: Path | None, seed: int, threads: int, device: str,
-                save_scores: tuple[str, ...], no_panels: bool, runtime: str, precision: str, search: str) -> None:
+                save_scores: tuple[str, ...], no_panels: bool, scales: str | None, flip: bool, runtime: str, precision: str,
+                search: str) -> None:
         """Score IMAGES (files or folders) with the model in RUN.
 
         Writes scores.csv (path,score,normalized,anomalous,flagged_pixels), `<name>_<score>.npy` maps,
@@ -172,11 +234,14 @@ def register(group: click.Group) -> None:
         """
         from oddspot.export import load_for_inference
         from oddspot.road.predict import predict as predict_images
+        from oddspot.road.tta import TTA, parse_scales
 
+        tta = TTA(parse_scales(scales), flip)
         check_replaceable(out, run, *images)
         dev = apply_runtime(threads, device, lazy=True)
         model = load_for_inference(run, "road", runtime, precision, device=dev, search=search)
-        result = predict_images(model, images, out, save_scores=save_scores, panels=not no_panels, log=echo_err)
+        result = predict_images(model, images, out, save_scores=save_scores, panels=not no_panels, log=echo_err,
+                                tta=tta)
         if not result["images"]:
             raise OddspotError(f"none of the {result['errors']} images could be read; they are listed in "
                                f"{out / 'errors.csv'}")
@@ -187,6 +252,7 @@ def register(group: click.Group) -> None:
                    f"{flagged}{failed} -> {out / 'scores.csv'}")
 
     @road.command("evaluate")
+    @local_tta
     @engine_options("road", "evaluate")
     @click.argument("run", type=click.Path(path_type=Path))
     @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -196,10 +262,19 @@ def register(group: click.Group) -> None:
     @click.option("--panels", type=click.IntRange(0, 1000), default=4, show_default=True,
                   help="Prediction panels of the first test images, for the report.")
     @click.option("--report", is_flag=True, help="Also write OUT/report.html.")
+    @click.option("--layout", type=click.Choice(ROAD_LAYOUTS), default="auto", show_default=True,
+                  help="DATA's layout; the benchmarks with binary labels (Fishyscapes, Road Anomaly, "
+                       "SegmentMeIfYouCan) pool their labelled pixels, without mIoU.")
+    @click.option("--scales", default=None, help=TTA_SCALES_HELP)
+    @click.option("--flip", is_flag=True, help=TTA_FLIP_HELP)
     @max_pixels_option
     def evaluate(run: Path, data: Path, out: Path, config: Path | None, seed: int, threads: int, device: str,
-                 batch_size: int, panels: int, report: bool) -> None:
-        """mIoU on DATA's validation split and every anomaly score over every pixel of its test split."""
+                 batch_size: int, panels: int, report: bool, layout: str, scales: str | None, flip: bool) -> None:
+        """mIoU on DATA's validation split and every anomaly score over every pixel of its test split.
+
+        With a benchmark of binary labels (--layout, detected by default), every anomaly score over
+        every labelled pixel of the set, void excluded.
+        """
         from rich import box
         from rich.console import Console
         from rich.table import Table
@@ -208,19 +283,39 @@ def register(group: click.Group) -> None:
         from oddspot.road.evaluate import evaluate as evaluate_model
         from oddspot.road.evaluate import summary_rows
 
+        from oddspot.data.road_benchmarks import detect_road_layout
+        from oddspot.road.external import evaluate_benchmark
+
+        from oddspot.road.tta import TTA, parse_scales
+
+        tta = TTA(parse_scales(scales), flip)
         check_out(out, run, data)
+        kind = detect_road_layout(data) if layout == "auto" else layout
+        if tta.active and kind != "streethazards":
+            raise OddspotError(f"--scales/--flip: test-time augmentation runs on the streethazards layout only, not "
+                               f"{kind}; leave them out")
         dev = apply_runtime(threads, device)
         model = RoadModel.load(run, device=dev)
-        metrics = evaluate_model(model, data, out, batch_size=batch_size, panels=panels, run=run, log=echo_err)
+        if kind == "streethazards":
+            metrics = evaluate_model(model, data, out, batch_size=batch_size, panels=panels, run=run, log=echo_err,
+                                     tta=tta)
+        else:
+            metrics = evaluate_benchmark(model, data, kind, out, panels=panels, run=run, log=echo_err)
         seg = metrics["segmentation"]
-        table = Table(title=f"validation mIoU {seg['miou']:.3f} ({seg['n_images']} images)")
-        table.add_column("class")
-        table.add_column("IoU", justify="right")
-        for name, v in seg["iou"].items():
-            table.add_row(name, f"{v:.3f}")
         console = Console()
-        console.print(table)
-        t2 = Table(title=f"test pixel anomaly scores ({metrics['anomaly']['n_pixels']} pixels)", box=box.SIMPLE)
+        if seg["miou"] is None:
+            click.echo(f"{kind}: {seg['note']}")
+        else:
+            table = Table(title=f"validation mIoU {seg['miou']:.3f} ({seg['n_images']} images)")
+            table.add_column("class")
+            table.add_column("IoU", justify="right")
+            for name, v in seg["iou"].items():
+                table.add_row(name, f"{v:.3f}")
+            console.print(table)
+            if "segmentation_test" in metrics:
+                click.echo(miou_summary(metrics))
+        t2 = Table(title=f"{metrics['anomaly']['split']} pixel anomaly scores ({metrics['anomaly']['n_pixels']} pixels)",
+                   box=box.SIMPLE)
         cols = ("score", "auroc", "ap", "fpr95_first", "fpr95_nearest", "per_image_auroc", "f1_at_threshold")
         heads = ("score", "AUROC", "AP", "FPR95 1st", "FPR95 near", "AUROC/img", "F1@thr")
         for head in heads:
@@ -236,6 +331,9 @@ def register(group: click.Group) -> None:
             click.echo(f"report: {write_report(out, warn=echo_err)}")
         if metrics.get("skipped_files"):
             click.echo(f"{len(metrics['skipped_files'])} files skipped (listed under skipped_files in metrics.json)")
+        if (metrics.get("unlabeled_images") or {}).get("n_images"):
+            click.echo(f"{metrics['unlabeled_images']['n_images']} images without labels not evaluated "
+                       "(score them with `oddspot road predict`)")
         click.echo(f"wrote {out / 'metrics.json'}")
 
     @road.command("demo")

@@ -15,7 +15,7 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -25,11 +25,14 @@ from oddspot.data.splits import PROTOCOLS as SPLITS
 from oddspot.errors import OddspotError
 from oddspot.runs.registry import kinds, model_class
 
+if TYPE_CHECKING:
+    from oddspot.experiments.road_config import RoadStudyConfig
+
 PROTOCOLS = ("clean", "shift-none", "shift-threshold", "shift-refit", "global")
 SHIFT_PROTOCOLS = ("shift-none", "shift-threshold", "shift-refit")
 CONFIG_VERSION = 1
 
-_TOP_KEYS = {"name", "out", "seed", "bootstrap", "split", "data", "shift", "categories", "protocols",
+_TOP_KEYS = {"task", "name", "out", "seed", "bootstrap", "split", "data", "shift", "categories", "protocols",
              "detectors", "global", "ablations", "plots"}
 _DATA_KEYS = {"path", "build_demo"}
 _DEMO_KEYS = {"categories", "n_train", "n_test_good", "n_test_bad", "tile", "seed"}
@@ -139,8 +142,12 @@ def _resolve(base: Path, value: Any) -> Path:
     return p if p.is_absolute() else (base / p).resolve()
 
 
-def load_config(path: str | Path, out: str | Path | None = None) -> ExperimentConfig:
-    """Read and check a study config; `out` overrides the file's `out`."""
+def load_config(path: str | Path, out: str | Path | None = None) -> ExperimentConfig | RoadStudyConfig:
+    """Read and check a study config; `out` overrides the file's `out`.
+
+    `task: road` makes it a road study (`oddspot.experiments.road_config`); the default,
+    `task: inspect`, the inspection study described above.
+    """
     path = Path(path)
     if not path.exists():
         raise OddspotError(f"{path}: config file not found; check the CONFIG path")
@@ -150,6 +157,13 @@ def load_config(path: str | Path, out: str | Path | None = None) -> ExperimentCo
         raise _fail(path, f"invalid YAML ({str(exc).splitlines()[0]})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise _fail(path, f"cannot be read as UTF-8 YAML text ({type(exc).__name__})") from None
+    task = raw.get("task", "inspect") if isinstance(raw, dict) else "inspect"
+    if task == "road":
+        from oddspot.experiments.road_config import load_road_config
+
+        return load_road_config(raw, path, out)
+    if task != "inspect":
+        raise _fail(path, f"`task` {task!r} unknown; use inspect or road")
     raw = _check_keys(path, "top level", raw, _TOP_KEYS)
     base = path.resolve().parent
     data_cfg = _check_keys(path, "data", raw.get("data"), _DATA_KEYS)

@@ -8,29 +8,27 @@ Layout of `<out>/`:
   cells/<cell id>/       evaluate outputs (metrics.json, curves.json, scores.csv) and result.json
   results.csv, results.md, plots/*.png
 
-A cell is finished when its result.json exists with status "ok" and the same spec (everything
-that determines its numbers); finished cells are skipped, others (new, changed or failed) run.
+Cells run through `experiments.cells.run_cells` (resumable, one result.json each), as a road
+study's do.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from oddspot import __version__
 from oddspot.data.demo_dataset import build_demo_dataset
 from oddspot.errors import OddspotError
+from oddspot.experiments.cells import RESULT_FILE, cell_state, run_cells
 from oddspot.experiments.config import SHIFT_PROTOCOLS, Cell, ExperimentConfig
 from oddspot.experiments.protocols import Workspace, run_cell
+from oddspot.experiments.road_config import RoadCell, RoadStudyConfig
+from oddspot.experiments.road_runner import road_cell_status, run_road_study
 from oddspot.experiments.tables import flatten_metrics, read_result, write_tables
-from oddspot.files import atomic_write_text, write_json
 
-RESULT_FILE = "result.json"
-RESULT_VERSION = 1
 
 
 def cell_spec(cfg: ExperimentConfig, cell: Cell) -> dict[str, Any]:
@@ -51,22 +49,13 @@ def cell_folder(cfg: ExperimentConfig, cell: Cell) -> Path:
     return cfg.out / "cells" / cell.cell_id
 
 
-def is_done(cfg: ExperimentConfig, cell: Cell) -> bool:
-    """True when the cell finished with the same spec in an earlier run."""
-    result = read_result(cell_folder(cfg, cell) / RESULT_FILE)
-    return result is not None and result.get("status") == "ok" and result.get("spec") == cell_spec(cfg, cell)
-
-
-def cell_status(cfg: ExperimentConfig) -> Iterator[tuple[Cell, str]]:
+def cell_status(cfg: ExperimentConfig | RoadStudyConfig) -> Iterator[tuple[Cell | RoadCell, str]]:
     """(cell, "done" | "failed" | "pending") for every cell of the config."""
+    if isinstance(cfg, RoadStudyConfig):
+        yield from road_cell_status(cfg)
+        return
     for cell in cfg.cells:
-        result = read_result(cell_folder(cfg, cell) / RESULT_FILE)
-        if is_done(cfg, cell):
-            yield cell, "done"
-        elif result is not None and result.get("status") == "error" and result.get("spec") == cell_spec(cfg, cell):
-            yield cell, "failed"
-        else:
-            yield cell, "pending"
+        yield cell, cell_state(cell_folder(cfg, cell), cell_spec(cfg, cell))
 
 
 def prepare_data(cfg: ExperimentConfig, echo: Callable[[str], Any]) -> Workspace:
@@ -85,42 +74,22 @@ def prepare_data(cfg: ExperimentConfig, echo: Callable[[str], Any]) -> Workspace
     return ws
 
 
-def run_experiment(cfg: ExperimentConfig, echo: Callable[[str], Any] = print) -> dict[str, Any]:
-    """Run every unfinished cell, then write results.csv / results.md and the plots."""
+def run_experiment(cfg: ExperimentConfig | RoadStudyConfig, echo: Callable[[str], Any] = print) -> dict[str, Any]:
+    """Run every unfinished cell, then write results.csv / results.md and the plots (a road study: its tables)."""
+    if isinstance(cfg, RoadStudyConfig):
+        return run_road_study(cfg, echo)
     cfg.out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(cfg.path, cfg.out / "config.yaml")
     ws = prepare_data(cfg, echo)
-    ok = skipped = failed = 0
     t_start = time.perf_counter()
-    for i, cell in enumerate(cfg.cells, 1):
-        where = f"[{i}/{len(cfg.cells)}] {cell.cell_id}"
-        folder = cell_folder(cfg, cell)
-        if is_done(cfg, cell):
-            skipped += 1
-            ok += 1
-            echo(f"{where}: done earlier, skipped")
-            continue
-        t0 = time.perf_counter()
-        spec = cell_spec(cfg, cell)
-        try:
-            facts = run_cell(ws, cell, folder)
-        except Exception as exc:  # a failing cell is recorded, the study goes on
-            failed += 1
-            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            folder.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(folder / "error.txt", traceback.format_exc())
-            write_json(folder / RESULT_FILE, {"result_version": RESULT_VERSION, "status": "error", "spec": spec,
-                                              "error": message, "oddspot_version": __version__})
-            echo(f"{where}: FAILED ({message}); details in {folder / 'error.txt'}")
-            continue
+
+    def run(cell: Cell, folder: Path) -> tuple[dict[str, Any], str]:
+        facts = run_cell(ws, cell, folder)
         metrics = facts.pop("metrics")
-        (folder / "error.txt").unlink(missing_ok=True)
-        write_json(folder / RESULT_FILE, {
-            "result_version": RESULT_VERSION, "status": "ok", "spec": spec, "error": None,
-            "oddspot_version": __version__, "cell_seconds": round(time.perf_counter() - t0, 3),
-            **facts, "values": flatten_metrics(metrics)})
-        ok += 1
-        echo(f"{where}: image AUROC {metrics['image']['auroc']:.4f} ({time.perf_counter() - t0:.1f} s)")
+        return {**facts, "values": flatten_metrics(metrics)}, f"image AUROC {metrics['image']['auroc']:.4f}"
+
+    counts = run_cells(cfg.cells, lambda c: c.cell_id, lambda c: cell_folder(cfg, c), lambda c: cell_spec(cfg, c),
+                       run, echo)
     results = [(cell, read_result(cell_folder(cfg, cell) / RESULT_FILE)) for cell in cfg.cells]
     paths = write_tables(cfg, results)
     try:
@@ -131,4 +100,4 @@ def run_experiment(cfg: ExperimentConfig, echo: Callable[[str], Any] = print) ->
         echo(f"plots skipped: {type(exc).__name__}: {exc}")
         paths["plots"] = []
     echo(f"finished in {time.perf_counter() - t_start:.1f} s: {paths['results_md']}")
-    return {"ok": ok, "skipped": skipped, "failed": failed, **{k: str(v) if isinstance(v, Path) else v for k, v in paths.items()}}
+    return {**counts, **{k: str(v) if isinstance(v, Path) else v for k, v in paths.items()}}

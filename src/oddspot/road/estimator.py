@@ -20,8 +20,9 @@ The saved folder (the run contract of `oddspot.runs`) holds everything fitted:
                      mahalanobis.means (classes with training pixels x D), mahalanobis.precision (D x D)
   model.json         config (RoadConfig), state (classes, class weights, best epoch, training summary,
                      pixel counts of the fitted scores, image_size: the size most training images
-                     have), postprocess (per-score pixel thresholds, fusion normalization and
-                     weights, image threshold and its [0, 1] scale)
+                     have), postprocess (per-score pixel thresholds -- heat's with its component
+                     normalization --, fusion normalization and weights, image threshold and its
+                     [0, 1] scale)
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def common_image_size(split: StreetHazardsSplit) -> list[int] | None:
 
 
 class RoadModel(RoadHead, RunModel):
-    """DeepLabV3+ on EfficientNet-Lite0 with seven pixel anomaly scores and one decision score.
+    """DeepLabV3+ on EfficientNet-Lite0 with nine pixel anomaly scores and one decision score.
 
     Everything after the network (maps, masks, image scores, decisions, the record) is
     `RoadHead`'s, shared with the exported runtime; this class adds the network and fitting.

@@ -1,8 +1,10 @@
 """All pixel anomaly scores of a road model, with their fitted statistics and thresholds.
 
 `fit_scorer` runs the trained network once over (a seeded subset of) the training split to fit
-the Mahalanobis statistics and once over the validation split to fit SML, the fusion and every
-score's threshold. The test split is never touched. The maps of new images are
+the Mahalanobis statistics, once over the validation split to fit SML, the fusion, HEAT's
+normalization and every score's threshold, and once more over validation for `sml_full`'s
+threshold (its post-processing needs whole SML maps, hence the fitted SML statistics). The test
+split is never touched. The maps of new images are
 `oddspot.road.head.RoadHead`'s (numpy, shared with the exported runtime); `RoadScorer.maps` is
 their torch form for batches.
 """
@@ -21,6 +23,18 @@ from oddspot.progress import track
 from oddspot.road.config import SCORE_NAMES, ScoreConfig
 from oddspot.road.inference import run_model, same_size_batches
 from oddspot.road.model import DeepLabV3Plus
+from oddspot.imaging import resize_maps
+from oddspot.road.head import (
+    HEAT_COMPONENTS,
+    LATER_SCORES,
+    HeatParts,
+    gaussian_energy,
+    heat_combine,
+    heat_parts,
+    heat_statistics,
+    image_normalization,
+    sml_full_map,
+)
 from oddspot.road.scores import Fusion, Mahalanobis, StandardizedMaxLogit, energy, entropy, max_logit, msp
 from oddspot.road.thresholds import choose_threshold
 
@@ -64,7 +78,25 @@ class RoadScorer:
                 out["mahalanobis"] = dist
             if "fusion" in names:
                 out["fusion"] = self.fusion(logits, dist)
+        later = [n for n in names if n in LATER_SCORES and n not in self.thresholds]
+        if later:
+            raise OddspotError(f"score {later[0]!r}: this model was fitted before oddspot had it; "
+                               "refit the model to use it, or choose another score")
+        if "sml_full" in names:
+            sml_map, pred = self.sml(logits).cpu().numpy(), logits.argmax(1).cpu().numpy()
+            out["sml_full"] = torch.from_numpy(np.stack([sml_full_map(m, p, self.config) for m, p in zip(sml_map, pred)]))
+        if "heat" in names:
+            out["heat"] = torch.from_numpy(np.stack([self._heat(lg, f) for lg, f in zip(logits, features)]))
         return {n: out[n] for n in names}
+
+    def _heat(self, logits: torch.Tensor, features: torch.Tensor) -> np.ndarray:
+        parts = _heat_parts(logits, features, self.mahalanobis.means.numpy(), self.mahalanobis.precision.numpy(),
+                            self.config)
+        if self.config.heat_test_normalization:
+            return heat_combine(parts, *image_normalization(parts), self.config.heat_reliability)
+        norm = self.thresholds["heat"]["normalization"]
+        return heat_combine(parts, norm["mean"], norm["std"], self.config.heat_reliability)
+
 
 def _reporting(on_error: Callable[[OddspotError], None] | None) -> Callable[[OddspotError], None]:
     def default(exc: OddspotError) -> None:
@@ -101,8 +133,11 @@ def fit_scorer(model: DeepLabV3Plus, train: StreetHazardsSplit, val: StreetHazar
 
     sml = StandardizedMaxLogit(k, config.sml_min_pixels)
     fusion = Fusion(config.temperature, config.sigma)
-    keys = ("msp", "max_logit", "energy", "entropy", "mahalanobis", "comps", "pred", "anom")
+    means, precision = maha.means.numpy(), maha.precision.numpy()
+    keys = ("msp", "max_logit", "energy", "entropy", "mahalanobis", "comps", "pred", "anom", "heat_test")
     sample: dict[str, list[np.ndarray]] = {n: [] for n in keys}
+    heat_sample: list[HeatParts] = []
+    picks: list[np.ndarray] = []
     n_batches = -(-len(val) // config.batch_size)
     val_batches = same_size_batches(subset(val, np.arange(len(val))), config.batch_size)
     for batch in track(val_batches, "fit validation statistics", n_batches):
@@ -121,21 +156,77 @@ def fit_scorer(model: DeepLabV3Plus, train: StreetHazardsSplit, val: StreetHazar
             pix = torch.nonzero(valid[i].flatten()).flatten().cpu().numpy()
             if len(pix) > config.val_pixels_per_image:
                 pix = np.sort(rng.choice(pix, config.val_pixels_per_image, replace=False))
+            picks.append(pix)
             sel = torch.from_numpy(pix).to(logits.device)
             for name, m in basic.items():
                 sample[name].append(m[i].flatten()[sel].cpu().numpy())
             sample["comps"].append(comps[i].flatten(1)[:, sel].T.cpu().numpy())
             sample["pred"].append(pred[i].flatten()[sel].cpu().numpy())
             sample["anom"].append((labels[i] == ANOMALY_CLASS).flatten()[sel].cpu().numpy())
+            parts = _heat_parts(logits[i], out["features"][i], means, precision, config)
+            heat_sample.append(parts.take(pix))
+            if config.heat_test_normalization:
+                sample["heat_test"].append(heat_combine(parts, *image_normalization(parts), config.heat_reliability)
+                                           .reshape(-1)[pix])
     if not sample["pred"]:
         raise OddspotError(f"{val.image_dir}: no readable validation images; cannot fit the scores")
     sml.finalize()
-    s = {name: np.concatenate(v) for name, v in sample.items()}
+    s = {name: np.concatenate(v) for name, v in sample.items() if v}
     anom = s["anom"].astype(bool)
     fusion.fit(s["comps"], anom)
     ml = -s["max_logit"]
     s["sml"] = -(ml - sml.mean.numpy()[s["pred"]]) / sml.std.numpy()[s["pred"]]
     comps_t = torch.from_numpy(s["comps"].T.astype(np.float32))[None, :, :, None]
     s["fusion"] = fusion.combine(comps_t)[0, :, 0].numpy()
+    s["sml_full"] = _sml_full_sample(model, val, sml, picks, config, size)
+    heat_pixels = HeatParts(np.concatenate([h.components for h in heat_sample], 1),
+                            np.concatenate([h.local_variance for h in heat_sample], 1),
+                            np.concatenate([h.entropy for h in heat_sample]))
+    normal = heat_pixels.components[:, ~anom]
+    if normal.shape[1] < 2:
+        raise OddspotError("HEAT: fewer than 2 normal validation pixels; cannot normalise its components")
+    mean, std = heat_statistics(normal)
+    heat_norm = {"components": list(HEAT_COMPONENTS), "mean": mean, "std": std, "fitted_on": "normal validation pixels"}
+    if config.heat_test_normalization:
+        s["heat"] = s["heat_test"]
+    else:
+        s["heat"] = heat_combine(heat_pixels, heat_norm["mean"], heat_norm["std"], config.heat_reliability)
     thresholds = {name: choose_threshold(s[name], anom, config.target_fpr) for name in SCORE_NAMES}
+    thresholds["heat"]["normalization"] = heat_norm
+    thresholds["heat"]["reliability"] = config.heat_reliability
+    thresholds["heat"]["test_normalization"] = config.heat_test_normalization
+    if config.heat_test_normalization:
+        thresholds["heat"]["uses_test_statistics"] = ("heat_test_normalization: each image's components are "
+                                                      "normalised by that image's own mean and std")
     return RoadScorer(config, sml, maha, fusion, thresholds)
+
+
+def _heat_parts(logits: torch.Tensor, features: torch.Tensor, means: np.ndarray, precision: np.ndarray,
+                config: ScoreConfig) -> HeatParts:
+    """HEAT's parts of one image from its K x H x W logits and D x h x w features (as `RoadHead.maps_of`)."""
+    lg = logits.float().cpu().numpy()
+    gaussian = gaussian_energy(features.float().cpu().numpy(), means, precision)
+    return heat_parts(lg, resize_maps(gaussian[None], lg.shape[-2:])[0], config)
+
+
+def _sml_full_sample(model: DeepLabV3Plus, val: StreetHazardsSplit, sml: StandardizedMaxLogit,
+                     picks: list[np.ndarray], config: ScoreConfig, size: tuple[int, int] | None) -> np.ndarray:
+    """`sml_full` at the validation pixels `picks` (one index array per readable image, in order).
+
+    Boundary suppression and smoothing act on whole SML maps, which need the SML statistics of the
+    whole validation split: so a second pass over it, once they are fitted.
+    """
+    mean, std = sml.mean.numpy(), sml.std.numpy()
+    values: list[np.ndarray] = []
+    n_batches = -(-len(val) // config.batch_size)
+    batches = same_size_batches(val.iter_samples(on_error=lambda exc: None), config.batch_size)
+    for batch in track(batches, "fit sml_full thresholds", n_batches):
+        logits = run_model(model, np.stack([s.image for s in batch]), size=size)["logits"].cpu().numpy()
+        for lg in logits:
+            if len(values) == len(picks):
+                break
+            top, pred = lg.max(0), lg.argmax(0)
+            values.append(sml_full_map(-(top - mean[pred]) / std[pred], pred, config).reshape(-1)[picks[len(values)]])
+    if len(values) != len(picks):
+        raise OddspotError(f"{val.image_dir}: the validation images changed while the scores were fitted; fit again")
+    return np.concatenate(values)

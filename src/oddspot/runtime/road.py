@@ -1,7 +1,7 @@
 """An exported road model: DeepLabV3+ on OpenVINO or ONNX Runtime, everything else `RoadHead`'s (no torch).
 
 The graph `network` takes 1 x h x w x 3 pixels (0..255) at the network's input size and returns
-the logits at that size and the decoder features of the Mahalanobis score. An image of another
+the logits at that size and the decoder features of the Mahalanobis and HEAT scores. An image of another
 size is resized to it (antialiased bilinear, in numpy) and its maps come back at its own size, as
 the torch model does for a model with `train.eval_size`. A model without one runs every image at
 its own size in torch; its graph takes the training images' size, so both agree on images of
