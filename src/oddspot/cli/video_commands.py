@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,10 @@ from oddspot.cli.common import (
     read_yaml_mapping,
     runtime_options,
 )
+from oddspot.choices import VIDEO_LAYOUTS, VIDEO_TTA
 from oddspot.errors import OddspotError
 
-LAYOUTS = ["auto", "avenue", "ped2", "frames"]
+LAYOUTS = list(VIDEO_LAYOUTS)
 PROTOCOLS = ["trained", "legacy_minmax_per_video"]
 KINDS = ["motion", "autoencoder"]
 DEMO_OUT = Path("runs/demo-video")
@@ -62,12 +64,41 @@ def _model_options(kind: str, config: Path | None, seed: int, seed_given: bool, 
     return {**options, **given}
 
 
+def study_options(fn: Any) -> Any:
+    """`--tta` and `--power`: studies on a fitted model at predict and evaluate, recorded in the outputs."""
+    fn = click.option("--power", type=FiniteFloat(0.0, 10.0, min_open=True), default=None,
+                      help="Raise each raw frame score to this power (sign kept) before smoothing and normalization "
+                           "[default: the model's scores, i.e. 1]. Decisions are withheld unless 1.")(fn)
+    return click.option("--tta", type=click.Choice(VIDEO_TTA), default="model", show_default=True,
+                        help="Average the autoencoder's maps over views: none (identity), hflip, flips (+vflip), all "
+                             "(+rot180); model = as fitted. Decisions are withheld unless model.")(fn)
+
+
+def local_only(*names: str) -> Any:
+    """Refuse `names` (options left at their defaults otherwise) under --engine ray, which does not run them."""
+
+    def wrap(run: Any) -> Any:
+        @functools.wraps(run)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("engine") == "ray":
+                given = [n for n in names if kwargs.get(n) not in (None, "model", ())]
+                if given:
+                    flags = ", ".join(f"--{n.replace('_', '-')}" for n in given)
+                    raise OddspotError(f"{flags}: not with --engine ray (it runs each model as fitted); leave "
+                                       f"{'them' if len(given) > 1 else 'it'} out or use --engine local")
+            return run(*args, **kwargs)
+
+        return checked
+
+    return wrap
+
+
 def register(group: click.Group) -> None:
     """Attach the `video` group to the top-level group."""
 
     @group.group("video")
     def video() -> None:
-        """Video task: fixed cameras, per-frame anomaly scores (Avenue, UCSD Ped2, frame folders)."""
+        """Video task: fixed cameras, per-frame anomaly scores (Avenue, ShanghaiTech, UCSD Ped1/Ped2, frame folders)."""
 
     @video.command("fit")
     @click.argument("data", type=click.Path(path_type=Path))
@@ -118,17 +149,20 @@ def register(group: click.Group) -> None:
                    f"{info['holdout_frames']} held out for the post-processor; {decided}) -> {out}")
 
     @video.command("predict")
+    @local_only("tta", "power")
     @engine_options("video", "predict")
     @click.argument("run", type=click.Path(path_type=Path))
     @click.argument("frames", type=click.Path(path_type=Path))
-    @common_options("Folder for scores.csv and errors.csv.")
+    @common_options("Folder for scores.csv, errors.csv and settings.json.")
     @click.option("--protocol", type=click.Choice(PROTOCOLS), default="trained", show_default=True,
                   help="legacy_minmax_per_video rescales each video by its own min/max (no decisions).")
     @click.option("--cache-dir", type=click.Path(path_type=Path), default=None)
+    @study_options
     @runtime_options
     @max_pixels_option
     def predict(run: Path, frames: Path, out: Path, config: Path | None, seed: int, threads: int, device: str,
-                protocol: str, cache_dir: Path | None, runtime: str, precision: str, search: str) -> None:
+                protocol: str, cache_dir: Path | None, tta: str, power: float | None, runtime: str, precision: str,
+                search: str) -> None:
         """Score videos without labels with the model in RUN.
 
         FRAMES is a folder of frame images (one video), a folder of such folders and/or video files
@@ -142,8 +176,9 @@ def register(group: click.Group) -> None:
         dev = apply_runtime(threads, device, lazy=True)
         model = load_for_inference(run, "video", runtime, precision, device=dev, search=search)
         result = pipeline.predict(run, frames, out, protocol=protocol, cache_dir=cache_dir, device=dev, warn=echo_err,
-                                  model=model)
-        flagged = "no decisions (model without threshold)" if result["anomalous_frames"] is None else \
+                                  model=model, tta=tta, power=power)
+        why = "withheld: --tta/--power change the scores" if "decisions_withheld" in result else "model without threshold"
+        flagged = f"no decisions ({why})" if result["anomalous_frames"] is None else \
             f"{result['anomalous_frames']} flagged anomalous"
         failed = f"; {result['errors']} videos skipped (see {Path(out) / 'errors.csv'})" if result["errors"] else ""
         click.echo(f"{result['kind']}: {result['frames']} frames of {result['videos']} videos scored on "
@@ -151,10 +186,15 @@ def register(group: click.Group) -> None:
                    f"{failed} -> {Path(out) / 'scores.csv'}")
 
     @video.command("evaluate")
+    @local_only("tta", "power", "runs")
     @engine_options("video", "evaluate")
     @click.argument("run", type=click.Path(path_type=Path))
     @click.argument("data", type=click.Path(path_type=Path))
-    @common_options("Folder for the evaluation record (metrics.json, scores.csv, curves.json, score_curves.png).")
+    @common_options("Folder for the evaluation record (metrics.json, scores.csv, curves.json, score_curves.png); "
+                    "with --run, one such record per model in OUT/<run name>/ and the table OUT/models.csv.")
+    @click.option("--run", "runs", type=click.Path(path_type=Path), multiple=True,
+                  help="Another model to evaluate on the same videos (repeatable): one table of all of them.")
+    @study_options
     @click.option("--layout", type=click.Choice(LAYOUTS), default="auto", show_default=True)
     @click.option("--labels", type=click.Path(path_type=Path), default=None, help="Frame folders: ground truth (.mat intervals or labels.json).")
     @click.option("--skip-first", type=click.IntRange(0, 10**9), default=0, show_default=True, help="Leave out the first N frames of every video.")
@@ -163,14 +203,29 @@ def register(group: click.Group) -> None:
     @click.option("--cache-dir", type=click.Path(path_type=Path), default=None)
     @max_pixels_option
     def evaluate(run: Path, data: Path, out: Path, config: Path | None, seed: int, threads: int, device: str,
-                 layout: str, labels: Path | None, skip_first: int, protocol: str, cache_dir: Path | None) -> None:
-        """Score the labelled test videos of DATA with the model in RUN; write frame-level metrics and score curves."""
+                 runs: tuple[Path, ...], tta: str, power: float | None, layout: str, labels: Path | None,
+                 skip_first: int, protocol: str, cache_dir: Path | None) -> None:
+        """Score the labelled test videos of DATA with the model in RUN; write frame-level metrics and score curves.
+
+        With --run (repeatable), evaluate RUN and every --run model on the same videos and print one table.
+        """
         from oddspot.video import pipeline
 
-        check_out(out, run, data, labels, cache_dir)
+        check_out(out, run, *runs, data, labels, cache_dir)
         dev = apply_runtime(threads, device)
-        ev = pipeline.evaluate(run, data, out, layout=layout, labels=labels, skip_first=skip_first, protocol=protocol,
-                               cache_dir=cache_dir, device=dev, warn=echo_err)
+        options = {"layout": layout, "labels": labels, "skip_first": skip_first, "protocol": protocol,
+                   "cache_dir": cache_dir, "device": dev, "warn": echo_err, "tta": tta, "power": power}
+        if runs:
+            rows = pipeline.evaluate_runs([run, *runs], data, out, **options)
+            width = max(len(r["model"]) for r in rows)
+            click.echo(f"{'model':<{width}}  {'kind':<11}  micro AUROC  macro AUROC  micro AP  macro AP  (tta {tta}, "
+                       f"power {rows[0]['power']:g}, protocol {protocol})")
+            for r in rows:
+                click.echo(f"{r['model']:<{width}}  {r['kind']:<11}  {r['micro_auroc']:11.4f}  {r['macro_auroc']:11.4f}  "
+                           f"{r['micro_ap']:8.4f}  {r['macro_ap']:8.4f}")
+            click.echo(f"wrote {Path(out) / pipeline.MODELS_FILE}")
+            return
+        ev = pipeline.evaluate(run, data, out, **options)
         click.echo(f"{ev['kind']}: micro AUROC {ev['micro_auroc']:.4f}  macro AUROC {ev['macro_auroc']:.4f}  AP {ev['ap']:.4f}  "
                    f"({ev['frames']} frames, {len(ev['per_video'])} videos, protocol {protocol})")
         for kind, m in ev["per_event_type"].items():

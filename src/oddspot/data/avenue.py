@@ -71,8 +71,11 @@ class Video:
     """One video: frames decoded lazily, resized on request and cached; per-frame ground truth.
 
     Subclasses provide `_iter_native()` (frames at the stored size, in order) and `_count()`.
-    `labels` is an int8 array (1 = anomalous frame) or None when the video has no ground truth.
+    `labels` is an int8 array (1 = anomalous frame) or None when the video has no ground truth;
+    it is checked against the decoded frame count (decoding to count when `_count` trusts a header).
     """
+
+    count_from_header = False
 
     def __init__(
         self,
@@ -89,6 +92,7 @@ class Video:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._frames: dict[Size | None, np.ndarray] = {}
         self._length: int | None = None
+        self._decoded = False  # True once `_length` is the count of decoded frames (not a header's)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.video_id!r}, {str(self.path)!r})"
@@ -113,8 +117,9 @@ class Video:
             return None
         labels = np.asarray(self._labels).astype(np.int8).reshape(-1)
         n = len(self)
-        if labels.shape[0] != n and not self._frames:
+        if not self._decoded and (self.count_from_header or labels.shape[0] != n):
             self._length = n = sum(1 for _ in self._iter_native())  # a container header can be wrong: count
+            self._decoded = True
         if labels.shape[0] != n:
             raise OddspotError(
                 f"{self.path}: ground truth has {labels.shape[0]} frames but the video has {n}; "
@@ -164,7 +169,7 @@ class Video:
             if cache is not None:
                 write_npy(cache, arr)
         self._frames[size] = arr
-        self._length = arr.shape[0]
+        self._length, self._decoded = arr.shape[0], True
         return arr
 
     def release(self) -> None:
@@ -207,6 +212,8 @@ class FrameFolderVideo(Video):
 class AviVideo(Video):
     """A video file (.avi, .mp4, ...) decoded with PyAV, whose wheels ship FFmpeg's codecs."""
 
+    count_from_header = True
+
     def _iter_native(self) -> Iterator[np.ndarray]:
         import av
 
@@ -222,8 +229,9 @@ class AviVideo(Video):
         except (av.error.FFmpegError, IndexError) as exc:
             raise OddspotError(f"{self.path}: cannot decode video ({exc}); replace or remove the file") from None
 
-    def _count(self) -> int:
-        """Frame count from the container header when it has one, else by decoding."""
+    def declared_frames(self) -> int | None:
+        """The frame count the container header declares (None when it declares none). Some files
+        declare a count their frames do not match: `len` after decoding is the decoded count."""
         import av
 
         if not self.path.exists():
@@ -233,7 +241,12 @@ class AviVideo(Video):
                 declared = int(container.streams.video[0].frames)
         except (av.error.FFmpegError, IndexError):
             declared = 0
-        return declared if declared > 0 else sum(1 for _ in self._iter_native())
+        return declared if declared > 0 else None
+
+    def _count(self) -> int:
+        """Frame count from the container header when it has one, else by decoding."""
+        declared = self.declared_frames()
+        return declared if declared is not None else sum(1 for _ in self._iter_native())
 
 
 def natural_key(path: Path) -> tuple:

@@ -117,6 +117,10 @@ def section(metrics: dict[str, Any], folder: Path, anchor: str, name: str, warn:
                ["first frames skipped per video", metrics.get("skip_first")]]
     if ranked:
         summary.append(["ranked by", ranked])
+    if metrics.get("tta", "model") != "model" or metrics.get("power", 1.0) != 1.0:  # studies at evaluate
+        views = metrics.get("tta_views")
+        summary.append(["test-time views", ", ".join(map(str, views)) if isinstance(views, list) else metrics.get("tta")])
+        summary.append(["score power", metrics.get("power")])
     events = [[kind, r.get("auroc"), r.get("ap"), r.get("frames")]
               for kind, r in (metrics.get("per_event_type") or {}).items() if isinstance(r, dict)]
     videos = [[vid, r.get("auroc"), r.get("ap"), r.get("frames"), r.get("anomalous_frames")]

@@ -189,12 +189,13 @@ class FrameAutoencoder(AutoencoderHead, VideoDetector):
             z = self._encode(self._input(np.zeros((1, *self.config.size, 3), np.uint8)))[self.config.latent_layer]
         return tuple(z.shape[1:])
 
-    def error_maps(self, x0: torch.Tensor) -> torch.Tensor:
+    def error_maps(self, x0: torch.Tensor, views: tuple[str, ...] | None = None) -> torch.Tensor:
         """Encoder-scaled frames N x 3 x H x W -> N x K x H x W error maps, one per component (in `components`
-        order), averaged over the TTA views (the exported graph's body)."""
+        order), averaged over `views` (default: the TTA views of the config; the exported graph's body)."""
         cfg = self.config
+        views = cfg.tta if views is None else views
         total = None
-        for view in cfg.tta:
+        for view in views:
             x = apply_view(x0, view)
             feats = self._encode(x)
             recon = self.decoder(feats[cfg.latent_layer], cfg.size)
@@ -205,17 +206,22 @@ class FrameAutoencoder(AutoencoderHead, VideoDetector):
                 maps.append(F.interpolate(err, size=cfg.size, mode="bilinear", align_corners=False)[:, 0])
             seen = torch.stack([invert_view(m, view) for m in maps], dim=1)
             total = seen if total is None else total + seen
-        return total / len(cfg.tta)
+        return total / len(views)
 
     @torch.no_grad()
-    def component_maps(self, frames: np.ndarray) -> dict[str, np.ndarray]:
-        """Error maps per component ('pixel', 'feature:<layer>'), N x H x W, averaged over the TTA views."""
+    def component_maps(self, frames: np.ndarray, views: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+        """Error maps per component ('pixel', 'feature:<layer>'), N x H x W, averaged over `views`
+        (default: the TTA views of the config)."""
         out = {c: np.zeros((frames.shape[0], *self.config.size), np.float32) for c in self.components}
         for s in range(0, frames.shape[0], 64):
-            maps = self.error_maps(self._input(frames[s : s + 64])).cpu().numpy()
+            maps = self.error_maps(self._input(frames[s : s + 64]), views).cpu().numpy()
             for i, c in enumerate(self.components):
                 out[c][s : s + 64] = maps[:, i]
         return out
+
+    def view_maps(self, frames: np.ndarray, views: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """`component_maps` averaged over `views`, whatever views the model was fitted with (the network is here)."""
+        return self.component_maps(frames, views)
 
     def _fit_components(self, segments: list[np.ndarray]) -> None:
         maps = self.component_maps(np.concatenate(segments))

@@ -9,6 +9,7 @@ runtime (`oddspot.runtime.video`) runs the same graph on OpenVINO or ONNX Runtim
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from oddspot.configs import check_range
 from oddspot.errors import OddspotError
 from oddspot.video.head import VideoHead, check_common
 from oddspot.video.postprocess import PowerTransform, Standardizer
-from oddspot.video.tta import check_views
+from oddspot.video.tta import apply_view, check_views, invert_view
 
 SCRATCH_LAYERS = {"enc1": 2, "enc2": 4, "enc3": 8}
 ERRORS = ("l1", "l2")
@@ -102,14 +103,44 @@ class AutoencoderHead(VideoHead):
     def components(self) -> tuple[str, ...]:
         return ("pixel", *(f"feature:{l}" for l in self.config.feature_layers))
 
+    def tta_override(self, views: Sequence[str] | None) -> tuple[str, ...] | None:
+        """The views to average at predict, or None when they are the ones the model was fitted with."""
+        if views is None:
+            return None
+        views = check_views(views)
+        return None if views == tuple(self.config.tta) else views
+
+    def view_maps(self, frames: np.ndarray, views: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """`component_maps` averaged over `views`: each view of the frames scored, its maps brought back to
+        the frames' orientation (as the fitted model's own TTA does inside its network). Needs a model
+        fitted without TTA, whose network scores the identity view only."""
+        if tuple(self.config.tta) != ("identity",):
+            raise OddspotError(f"this autoencoder averages the views {', '.join(self.config.tta)} inside its exported "
+                               "network; --tta other than model needs a model fitted without TTA (or --runtime torch)")
+        total: dict[str, np.ndarray] = {}
+        for view in views:
+            maps = self.component_maps(apply_view(frames, view, spatial=(1, 2)))
+            for c, m in maps.items():
+                back = invert_view(m, view)
+                total[c] = back if c not in total else total[c] + back
+        return {c: m / np.float32(len(views)) for c, m in total.items()}
+
+    def _score_views(self, frames: np.ndarray, with_maps: bool, views: tuple[str, ...] | None
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
+        maps = self.component_maps(frames) if views is None else self.view_maps(frames, views)
+        return self._score_maps(maps, frames.shape[0], with_maps)
+
     def _score_frames(self, frames: np.ndarray, with_maps: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        return self._score_maps(self.component_maps(frames), frames.shape[0], with_maps)
+
+    def _score_maps(self, maps: dict[str, np.ndarray], n: int, with_maps: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Frame scores (and the combined map) from the per-component error maps of `n` frames."""
         cfg = self.config
         if not self.transforms:
             raise OddspotError("the autoencoder is not fitted; run fit on training videos first")
-        maps = self.component_maps(frames)
         weights = dict(zip(self.components, (cfg.pixel_weight, *cfg.feature_weights)))
-        score = np.zeros(frames.shape[0])
-        combined = np.zeros((frames.shape[0], *cfg.size), np.float32) if with_maps else None
+        score = np.zeros(n)
+        combined = np.zeros((n, *cfg.size), np.float32) if with_maps else None
         for c, m in maps.items():
             score += weights[c] * self.transforms[c](m.reshape(m.shape[0], -1).mean(axis=1))
             if combined is not None:

@@ -88,6 +88,7 @@ class VideoDetector(VideoHead, RunModel):
         self.post.fit(raw)
         self.fit_info = {
             "train_videos": [v.video_id for v in videos],
+            "train_video_frames": {v.video_id: int(h.shape[0] + t.shape[0]) for v, h, t in zip(videos, heads, tails)},
             "fit_frames": int(sum(h.shape[0] for h in heads)),
             "holdout_frames": int(sum(t.shape[0] for t in tails)),
         }

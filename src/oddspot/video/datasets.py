@@ -1,4 +1,5 @@
-"""Open video datasets: labelled layouts (Avenue .avi, UCSD Ped2, frame folders) and unlabeled inputs."""
+"""Open video datasets: labelled layouts (Avenue .avi, ShanghaiTech Campus, UCSD Ped1 and Ped2, frame folders)
+and unlabeled inputs."""
 
 from __future__ import annotations
 
@@ -14,27 +15,33 @@ from oddspot.data.avenue import (
     read_avenue,
     read_frame_folders,
 )
-from oddspot.data.ped2 import is_ped2, read_ped2
+from oddspot.choices import VIDEO_LAYOUTS
+from oddspot.data.ped2 import read_ucsd, which_ucsd
+from oddspot.data.shanghaitech import is_shanghaitech, read_shanghaitech
 from oddspot.errors import OddspotError
 
-LAYOUTS = ("auto", "avenue", "ped2", "frames")
+LAYOUTS = VIDEO_LAYOUTS
 SPLITS = ("train", "test")
 
 
 def detect_layout(root: str | Path) -> str:
-    """'avenue' (training_videos/), 'ped2' (Train/ + Test/) or 'frames' (training/frames/)."""
+    """'avenue' (training_videos/), 'shanghaitech' (training/videos/ or testing/test_frame_mask/),
+    'ped1' / 'ped2' (Train/ + Test/, see `data.ped2.which_ucsd`) or 'frames' (training/frames/)."""
     root = Path(root)
     if not root.is_dir():
         raise OddspotError(f"{root}: not a folder; pass the dataset root")
     if (root / "training_videos").is_dir() or (root / "testing_videos").is_dir():
         return "avenue"
-    if is_ped2(root):
-        return "ped2"
+    if is_shanghaitech(root):
+        return "shanghaitech"
+    ucsd = which_ucsd(root)
+    if ucsd is not None:
+        return ucsd
     if (root / "training" / "frames").is_dir() or (root / "testing" / "frames").is_dir():
         return "frames"
     raise OddspotError(
-        f"{root}: layout not recognised; expected Avenue (training_videos/), UCSD Ped2 (Train/, Test/) "
-        "or frame folders (training/frames/<video>/)"
+        f"{root}: layout not recognised; expected Avenue (training_videos/), ShanghaiTech (training/videos/), "
+        "UCSD Ped1/Ped2 (Train/, Test/) or frame folders (training/frames/<video>/)"
     )
 
 
@@ -51,8 +58,10 @@ def open_video_dataset(
         raise OddspotError(f"--labels applies to frame-folder datasets only; {root} is {kind}")
     if kind == "avenue":
         return read_avenue(root, split, cache_dir=cache_dir)
-    if kind == "ped2":
-        return read_ped2(root, split, cache_dir=cache_dir)
+    if kind == "shanghaitech":
+        return read_shanghaitech(root, split, cache_dir=cache_dir)
+    if kind in ("ped1", "ped2"):
+        return read_ucsd(root, split, kind, cache_dir=cache_dir)
     return read_frame_folders(root, split, labels_file=labels, cache_dir=cache_dir)
 
 

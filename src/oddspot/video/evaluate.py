@@ -71,11 +71,12 @@ def _pooled(predictions: Sequence[Prediction], videos: Sequence[Video], skip_fir
 
 def evaluate_video_scores(
     predictions: Sequence[Prediction], videos: Sequence[Video], skip_first: int = 0, key: str = "normalized",
-    threshold: float | None = None,
+    threshold: float | None = None, note: str | None = None,
 ) -> dict[str, Any]:
     """Frame-level metrics of `predictions` (matched to `videos` by name) on the frames after the first
     `skip_first`, ranked by `key` ('normalized', the default, or the raw 'scores'). With `threshold`
-    (on the `key` scale), also the decision's precision, recall and F1 ("anomalous iff score >= threshold")."""
+    (on the `key` scale), also the decision's precision, recall and F1 ("anomalous iff score >= threshold");
+    without one, `note` says why (default: the model has none)."""
     per_video: dict[str, dict] = {}
     single_class: list[str] = []
     pooled_s, pooled_y, pooled_e = [], [], []
@@ -115,15 +116,15 @@ def evaluate_video_scores(
         "videos_without_both_classes": single_class,
         "per_event_type": per_event,
         "per_video": per_video,
-        "decision": _decision(s, y, threshold),
+        "decision": _decision(s, y, threshold, note),
     }
 
 
-def _decision(scores: np.ndarray, labels: np.ndarray, threshold: float | None) -> dict[str, Any]:
+def _decision(scores: np.ndarray, labels: np.ndarray, threshold: float | None, note: str | None = None) -> dict[str, Any]:
     """Confusion counts, precision, recall and F1 of "anomalous iff score >= threshold" on the pooled frames."""
     if threshold is None:
-        return {"threshold": None, "note": "no decision threshold (a model upgraded from oddspot 0.1, or the "
-                                           "legacy per-video protocol); refit the model for decisions"}
+        return {"threshold": None, "note": note or ("no decision threshold (a model upgraded from oddspot 0.1, or the "
+                                                    "legacy per-video protocol); refit the model for decisions")}
     m = BinaryRankingMetrics()
     m.update(scores, labels.astype(bool))
     at = m.at_threshold(threshold)
@@ -197,11 +198,12 @@ def write_score_curves(out_dir: str | Path, predictions: Sequence[Prediction], v
 
 def write_evaluation(out: str | Path, predictions: Sequence[Prediction], videos: Sequence[Video],
                      skip_first: int = 0, threshold: float | None = None, extra: dict[str, Any] | None = None,
-                     title: str = "") -> dict[str, Any]:
+                     title: str = "", note: str | None = None) -> dict[str, Any]:
     """Evaluate and write the record: metrics.json (`extra` first, then the metrics), scores.csv,
-    curves.json and score_curves.png. Returns the metrics."""
+    curves.json and score_curves.png. Returns the metrics. `note`: why there is no threshold, if none."""
     out = Path(out)
-    metrics = {**(extra or {}), **evaluate_video_scores(predictions, videos, skip_first, threshold=threshold)}
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = {**(extra or {}), **evaluate_video_scores(predictions, videos, skip_first, threshold=threshold, note=note)}
     write_metrics(out, "video", metrics)
     write_csv(out / SCORES_FILE, SCORES_HEADER, score_rows(predictions, videos))
     write_json(out / CURVES_FILE, frame_curves(predictions, videos, skip_first))

@@ -20,7 +20,7 @@ from oddspot.data.avenue import Size, Video
 from oddspot.errors import OddspotError
 from oddspot.runs.contract import MODEL_FILE, TENSORS_FILE, Record, to_numpy
 from oddspot.runs.prediction import Prediction, finite_scores
-from oddspot.video.postprocess import MAX_SIGMA, NORMALIZATIONS, PROTOCOLS, ScorePostprocessor
+from oddspot.video.postprocess import MAX_SIGMA, NORMALIZATIONS, PROTOCOLS, ScorePostprocessor, check_power, frame_power
 
 MAX_SIDE = 4096
 MAX_BATCH = 4096
@@ -98,13 +98,31 @@ class VideoHead:
     def _score_frames(self, frames: np.ndarray, with_maps: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         raise NotImplementedError
 
-    def predict(self, videos: Sequence[Video], with_maps: bool = False, protocol: str = "trained") -> list[Prediction]:
+    def tta_override(self, views: Sequence[str] | None) -> tuple[str, ...] | None:
+        """The test-time augmentation views to average at predict instead of the model's own scoring,
+        or None to keep it (also when `views` are the ones it was fitted with). Models that take none
+        raise a one-line error saying why."""
+        if views is None:
+            return None
+        raise OddspotError(f"--tta does not apply to the {self.kind} model; use --tta model")
+
+    def _score_views(self, frames: np.ndarray, with_maps: bool, views: tuple[str, ...] | None
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
+        """`_score_frames`, with the maps averaged over `views` when given (models that support TTA)."""
+        return self._score_frames(frames, with_maps=with_maps)
+
+    def predict(self, videos: Sequence[Video], with_maps: bool = False, protocol: str = "trained",
+                tta: Sequence[str] | None = None, power: float | None = None) -> list[Prediction]:
         """One `Prediction` per video: raw frame `scores`, post-processed `normalized` scores, `decisions`
         (normalized >= the stored threshold; None without one or under the legacy protocol), `maps`
         (one H x W map per frame) when `with_maps`, and `name` = the video's id.
 
         `protocol="legacy_minmax_per_video"` rescales each video by its own min and max (test
         statistics; offered only to reproduce papers that report it).
+        Studies on a fitted model: `tta` (view names, `video.tta.VIEWS`) averages the model's maps over
+        those views instead of the views it was fitted with; `power` raises each raw frame score to
+        that power (`postprocess.frame_power`) before smoothing and normalization. Either one, when it
+        changes the scores, withholds the decisions: the threshold was fitted on the model's own scores.
         """
         if isinstance(videos, Video):
             raise OddspotError("predict takes a list of videos; wrap a single video in a list")
@@ -112,13 +130,18 @@ class VideoHead:
             raise OddspotError(f"protocol {protocol!r} unknown; use one of {', '.join(PROTOCOLS)}")
         if not self.fitted:
             raise OddspotError(f"the {self.kind} model is not fitted; fit it on training videos or load a saved one")
+        views = self.tta_override(tta)
+        gamma = 1.0 if power is None else check_power(power)
+        decide = views is None and gamma == 1.0
         out = []
         for video in videos:
-            raw, maps = self._score_frames(np.asarray(video.frames(self.size)), with_maps=with_maps)
+            raw, maps = self._score_views(np.asarray(video.frames(self.size)), with_maps, views)
+            raw = frame_power(finite_scores(raw, f"video {video.video_id}, frame"), gamma)
             normalized = finite_scores(self.post(finite_scores(raw, f"video {video.video_id}, frame"), protocol=protocol),
                                        f"video {video.video_id}, frame")
             out.append(Prediction(scores=raw, maps=None if maps is None else list(maps), normalized=normalized,
-                                  decisions=self.post.decide(normalized, protocol), name=video.video_id))
+                                  decisions=self.post.decide(normalized, protocol) if decide else None,
+                                  name=video.video_id))
         return out
 
     def _tensors(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ what the detector computes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -215,6 +216,15 @@ class MotionHead(VideoHead):
     @property
     def fitted(self) -> bool:
         return self.bank is not None
+
+    def tta_override(self, views: Sequence[str] | None) -> tuple[str, ...] | None:
+        """None for no views or identity only; flips are refused: the memory bank holds each patch with
+        its position in the fixed camera's frame and its motion direction, so a flipped frame puts
+        the background where the bank never saw it and reverses every velocity."""
+        if views is None or tuple(views) == ("identity",):
+            return None
+        raise OddspotError("--tta does not apply to the motion model: its memory bank ties patches to their place in the "
+                           "fixed camera's view and their direction of motion, which a flip changes; use --tta model or none")
 
     @property
     def index(self) -> KNNIndex:

@@ -21,6 +21,7 @@ from oddspot.configs import check_range, from_mapping
 from oddspot.errors import OddspotError
 
 NORMALIZATIONS = ("train_zscore", "none")
+MAX_POWER = 10.0
 PROTOCOLS = ("trained", "legacy_minmax_per_video")
 MAX_SIGMA = 1000.0
 TRUNCATE = 4.0
@@ -69,6 +70,23 @@ def temporal_smooth(scores: np.ndarray, sigma: float) -> np.ndarray:
     if sigma == 0 or scores.size < 2:
         return scores.copy()
     return gaussian_filter1d(scores, sigma, mode="nearest")
+
+
+def check_power(gamma: float, option: str = "--power") -> float:
+    """A frame-score exponent: finite, in (0, MAX_POWER]; one-line error naming `option` otherwise."""
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)):
+        raise OddspotError(f"{option} {gamma!r} must be a number in (0, {MAX_POWER:g}]")
+    check_range(option, float(gamma), 0.0, MAX_POWER, low_open=True)
+    return float(gamma)
+
+
+def frame_power(scores: np.ndarray, gamma: float) -> np.ndarray:
+    """`score ** gamma` per frame, sign kept for negative scores (sign(s) |s|^gamma; standardized scores
+    can be negative); gamma 1 returns the scores unchanged."""
+    if gamma == 1.0:
+        return scores
+    scores = np.asarray(scores, dtype=np.float64)
+    return np.sign(scores) * np.abs(scores) ** check_power(gamma)
 
 
 def legacy_minmax_per_video(scores: np.ndarray) -> np.ndarray:

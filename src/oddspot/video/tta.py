@@ -18,6 +18,14 @@ if TYPE_CHECKING:
     import torch
 
 VIEWS: tuple[str, ...] = ("identity", "hflip", "vflip", "rot180")
+# `--tta` at video predict/evaluate (names in `oddspot.choices.VIDEO_TTA`) -> the views averaged;
+# "model" (not here) keeps the views the model was fitted with.
+TTA_VIEWS: dict[str, tuple[str, ...]] = {
+    "none": ("identity",),
+    "hflip": ("identity", "hflip"),
+    "flips": ("identity", "hflip", "vflip"),
+    "all": VIEWS,
+}
 
 Array = Union[np.ndarray, "torch.Tensor"]
 
@@ -61,3 +69,12 @@ def invert_view(x: Array, view: str, spatial: tuple[int, int] = (-2, -1)) -> Arr
 def tta_views(x: Array, views: Sequence[str] = VIEWS, spatial: tuple[int, int] = (-2, -1)) -> list[Array]:
     """The transformed copies of `x`, one per view, in the order given."""
     return [apply_view(x, v, spatial) for v in check_views(views)]
+
+
+def tta_by_name(name: str) -> tuple[str, ...] | None:
+    """The views of a `--tta` name; None for 'model' (the views the model was fitted with)."""
+    if name == "model":
+        return None
+    if name not in TTA_VIEWS:
+        raise OddspotError(f"--tta {name!r} unknown; use model or one of {', '.join(TTA_VIEWS)}")
+    return TTA_VIEWS[name]
