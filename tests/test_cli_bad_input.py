@@ -44,7 +44,7 @@ TABLE: dict[str, dict[str, list[str] | str]] = {
     "inspect evaluate": {
         "missing path": ["MISSING", "DATA", "-c", "brick", "-o", "OUT"],
         "unknown option": ["RUN", "DATA", "-c", "brick", "-o", "OUT", "--bootstraps", "9"],
-        "missing argument": ["RUN", "-c", "brick", "-o", "OUT"],
+        "missing argument": ["-c", "brick", "-o", "OUT"],  # DATA may be left out (the run's own), RUN may not
         "out of range": ["RUN", "DATA", "-c", "brick", "-o", "OUT", "--gallery", "-1"],
         "unreadable config": ["RUN", "DATA", "-c", "brick", "-o", "OUT", "--config", "BINARY"],
     },
@@ -166,6 +166,20 @@ TABLE: dict[str, dict[str, list[str] | str]] = {
         "missing argument": ["--list"],
         "out of range": ["BAD_YAML", "--threads", "0"],
         "unreadable config": ["BINARY"],
+    },
+    "compare": {
+        "missing path": ["MISSING", "DAMAGED"],
+        "unknown option": ["DAMAGED", "DAMAGED", "--resamples", "9"],
+        "missing argument": ["DAMAGED"],
+        "out of range": ["DAMAGED", "DAMAGED", "--level", "1.5"],
+        "unreadable config": ["DAMAGED", "DAMAGED"],  # its metrics.json is not JSON
+    },
+    "sweep-gate": {
+        "missing path": ["MISSING", "DATA", "-c", "brick", "-o", "OUT"],
+        "unknown option": ["RUN", "DATA", "-c", "brick", "-o", "OUT", "--step", "3"],
+        "missing argument": ["-c", "brick", "-o", "OUT"],
+        "out of range": ["RUN", "DATA", "-c", "brick", "-o", "OUT", "--steps", "0"],
+        "unreadable config": ["DAMAGED", "DATA", "-c", "brick", "-o", "OUT"],  # its model.json is not JSON
     },
     "shift": {
         "missing path": ["MISSING", "-o", "OUT"],

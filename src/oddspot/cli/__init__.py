@@ -84,7 +84,7 @@ def cli() -> None:
 # Modules under oddspot.cli that each define `register(group)`; a task adds its module here.
 VERB_MODULES: tuple[str, ...] = (
     "inspect_commands", "road_commands", "video_commands", "experiment_commands", "report_commands", "run_commands",
-    "serve_commands",
+    "serve_commands", "compare_commands", "cascade_commands",
 )
 
 for _name in VERB_MODULES:

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from oddspot.errors import OddspotError
-from oddspot.files import atomic_write_text, read_json, safe_text, write_json
+from oddspot.files import atomic_write_bytes, atomic_write_text, read_json, safe_text, write_json
 
 RECORD_VERSION = 1
 METRICS_FILE = "metrics.json"
 SCORES_FILE = "scores.csv"
 CURVES_FILE = "curves.json"
+PIXEL_STATS_FILE = "pixel_stats.npz"
 TASKS = ("inspect", "road", "video")
 
 
@@ -63,3 +64,36 @@ def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[A
     w.writerows([safe_text(v) if isinstance(v, str) else v for v in row] for row in rows)
     atomic_write_text(path, buf.getvalue())
     return Path(path)
+
+
+def write_pixel_stats(out: str | Path, stats: Any, paths: Sequence[str]) -> Path:
+    """Write `out/pixel_stats.npz` atomically: the per-image pixel statistics (`metrics.bootstrap.PixelStats`)
+    that pixel-level bootstrap intervals and `oddspot compare` resample, one row per path of scores.csv."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, paths=np.asarray([safe_text(p) for p in paths], dtype=str), **stats.arrays())
+    path = Path(out) / PIXEL_STATS_FILE
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def read_pixel_stats(folder: str | Path) -> tuple[Any, list[str]] | None:
+    """The `PixelStats` and image paths of `folder/pixel_stats.npz`, or None when the folder has none."""
+    import numpy as np
+
+    from oddspot.metrics.bootstrap import PixelStats
+
+    path = Path(folder) / PIXEL_STATS_FILE
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise OddspotError(f"{path}: unreadable ({exc}); re-run `oddspot evaluate`") from None
+    paths = arrays.pop("paths", None)
+    stats = PixelStats.from_arrays(arrays, str(path))
+    if paths is None or paths.ndim != 1 or paths.size != len(stats):
+        raise OddspotError(f"{path}: paths do not match the images; re-run `oddspot evaluate`")
+    return stats, [str(p) for p in paths]

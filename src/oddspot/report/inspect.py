@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from oddspot.errors import OddspotError
 from oddspot.metrics import BinaryRankingMetrics
@@ -107,9 +108,9 @@ def summary_tables(ev: Evaluation, th: Thresholds) -> str:
     pixel = ev.metrics.get("pixel")
     if pixel:
         per = pixel.get("per_image") or {}
-        prows = [["AUROC (pooled pixels)", pixel.get("auroc")],
-                 ["AP (pooled pixels)", pixel.get("ap")],
-                 [f"AUPRO (FPR ≤ {fmt(pixel.get('aupro_fpr_limit', 0.3), 2)})", pixel.get("aupro")],
+        prows = [["AUROC (pooled pixels)", pixel.get("auroc"), _ci(pixel, "auroc")],
+                 ["AP (pooled pixels)", pixel.get("ap"), _ci(pixel, "ap")],
+                 [f"AUPRO (FPR ≤ {fmt(pixel.get('aupro_fpr_limit', 0.3), 2)})", pixel.get("aupro"), _ci(pixel, "aupro")],
                  ["F1-max", pixel.get("f1_max")],
                  ["F1-max threshold", pixel.get("f1_max_threshold")],
                  ["FPR@95TPR (first TPR ≥ 0.95)", pixel.get("fpr95_first")],
@@ -117,7 +118,13 @@ def summary_tables(ev: Evaluation, th: Thresholds) -> str:
                  [f"per-image AUROC (mean over {per.get('n_used', '?')} images)", per.get("auroc")],
                  ["per-image AP", per.get("ap")],
                  ["defect regions", pixel.get("n_regions")]]
-        out.append(table(["pixel-level", "value"], prows, caption="Pixel level"))
+        pci = pixel.get("ci") or {}
+        if pci.get("n"):
+            prows = [r if len(r) == 3 else [*r, ""] for r in prows]
+            out.append(table(["pixel-level", "value", f"95% CI (images resampled, n={pci['n']})"], prows,
+                             caption="Pixel level"))
+        else:
+            out.append(table(["pixel-level", "value"], [r[:2] for r in prows], caption="Pixel level"))
     return '<div class="row">' + "".join(f"<div>{t}</div>" for t in out) + "</div>"
 
 
@@ -160,11 +167,42 @@ def curve_plots(ev: Evaluation, th: Thresholds) -> str:
         name = "threshold" if th.calibrated else "F1-max threshold"
         figs.append(("score histogram", plots.score_histogram([r.score for r in ev.scores], [r.label for r in ev.scores],
                                                               th.image, name)))
+    rel = ev.metrics.get("reliability")
+    if isinstance(rel, dict) and isinstance(rel.get("bins"), list):
+        figs.append((f"reliability diagram: {rel.get('kind', 'score')} vs observed anomaly frequency",
+                     reliability_plot(rel)))
     body = "".join(img(data, "image/png", alt) for alt, data in figs if data)
+    if isinstance(rel, dict) and rel.get("ece") is not None:
+        body += (f'<p class="note">Reliability diagram: test images binned by their {esc(rel.get("kind", "score"))}; '
+                 f'observed share of anomalous images against the mean score per bin. ECE {fmt(rel["ece"])} '
+                 f'over {esc(rel.get("n_images", "?"))} images.</p>')
     missing = [] if ev.curves else ["curves.json"]
     missing += [] if ev.scores else ["scores.csv"]
     note = f'<p class="note">Not found: {esc(", ".join(missing))}; the plots that need it are left out.</p>' if missing else ""
     return f'{note}<div class="plots">{body}</div>' if body or note else ""
+
+
+def reliability_plot(rel: dict[str, Any]) -> bytes | None:
+    """Observed anomaly frequency against mean normalized score per bin (`metrics.reliability`), with ECE."""
+    try:
+        bins = [b for b in rel.get("bins", []) if isinstance(b, dict) and b.get("n")]
+        mean = [float(b["mean_score"]) for b in bins]
+        freq = [float(b["frequency"]) for b in bins]
+        sizes = [20 + 200 * float(b["n"]) / max(1.0, float(rel.get("n_images") or 1)) for b in bins]
+    except (TypeError, ValueError, KeyError):  # an edited metrics.json: no figure rather than no report
+        return None
+    if not bins:
+        return None
+    fig = Figure(figsize=(plots.WIDTH, plots.HEIGHT), dpi=plots.DPI)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot([0, 1], [0, 1], color="#b0b6c0", linestyle="--", linewidth=1, label="perfectly reliable")
+    ax.plot(mean, freq, color=plots.IMAGE_COLOUR, linewidth=1.5)
+    ax.scatter(mean, freq, s=sizes, color=plots.IMAGE_COLOUR, zorder=3, label="bins (size = images)")
+    kind = str(rel.get("kind", "score")).split(" (")[0]
+    ax.set(xlim=(0, 1), ylim=(-0.02, 1.02), xlabel=f"mean {kind}", ylabel="observed anomaly frequency",
+           title=f"Reliability (ECE {fmt(rel.get('ece'))})")
+    ax.legend(loc="upper left", fontsize=9, frameon=False)
+    return plots.to_png(fig)
 
 
 def breakdown_tables(ev: Evaluation) -> str:
