@@ -43,6 +43,7 @@ import numpy as np
 
 from oddspot.choices import ROAD_LAYOUTS
 from oddspot.data.image_io import is_image_file, list_images, max_pixels, open_image, read_image
+from oddspot.data.sample import iter_readable
 from oddspot.errors import OddspotError
 
 VOID = 255
@@ -199,13 +200,7 @@ class RoadBenchmark:
 
     def iter_samples(self, on_error: Callable[[OddspotError], None] | None = None) -> Iterator[BinaryScene]:
         """Yield every readable frame; a bad file is passed to `on_error` (default: raise) and skipped."""
-        for i in range(len(self)):
-            try:
-                yield self[i]
-            except OddspotError as exc:
-                if on_error is None:
-                    raise
-                on_error(exc)
+        return iter_readable(self, on_error)
 
 
 # layout detection -------------------------------------------------------------------------------

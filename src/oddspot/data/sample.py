@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+from oddspot.errors import OddspotError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -34,3 +39,15 @@ class Sample:
         """Where the image came from, when known."""
         p = self.meta.get("path")
         return Path(p) if p is not None else None
+
+
+def iter_readable(dataset: Sequence[T], on_error: Callable[[OddspotError], None] | None = None) -> Iterator[T]:
+    """Yield every item of a lazily read dataset (`dataset[i]` decodes); an item whose file is bad
+    (OddspotError) is passed to `on_error` (default: raise) and skipped, the others still come."""
+    for i in range(len(dataset)):
+        try:
+            yield dataset[i]
+        except OddspotError as exc:
+            if on_error is None:
+                raise
+            on_error(exc)

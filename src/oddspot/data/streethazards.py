@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from oddspot.data.image_io import list_images, open_image, read_image
-from oddspot.data.sample import Sample
+from oddspot.data.sample import Sample, iter_readable
 from oddspot.errors import OddspotError
 
 CLASS_NAMES: tuple[str, ...] = (
@@ -164,13 +164,7 @@ class StreetHazardsSplit:
 
     def iter_samples(self, on_error: Callable[[OddspotError], None] | None = None) -> Iterator[SceneSample]:
         """Yield every readable sample; a bad file is passed to `on_error` (default: raise) and skipped."""
-        for i in range(len(self)):
-            try:
-                yield self[i]
-            except OddspotError as exc:
-                if on_error is None:
-                    raise
-                on_error(exc)
+        return iter_readable(self, on_error)
 
 
 def load_split(root: str | os.PathLike[str], split: str) -> StreetHazardsSplit:
