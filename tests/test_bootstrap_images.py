@@ -144,7 +144,7 @@ def test_reliability_bins_and_ece_equal_a_hand_loop():
 
 def test_reliability_diagram_is_drawn_for_the_report():
     from oddspot.metrics.reliability import reliability
-    from oddspot.report.inspect import reliability_plot
+    from oddspot.report.plots import reliability_plot
 
     rel = reliability([0.1, 0.2, 0.7, 0.9], [0, 1, 1, 1], n_bins=4, kind="normalized score (not a probability)")
     assert reliability_plot(rel)[:4] == b"\x89PNG"

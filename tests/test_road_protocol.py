@@ -335,3 +335,7 @@ def test_the_road_demo_report_shows_curves_sensitivity_miou_conventions_and_tta(
                    "IoU (test)"):
         assert needle in html, needle
     assert re.search(r"offset \(spreads\)", html)
+    # the image decisions' reliability: bins of the normalized image score against observed frequency
+    rel = json.loads((out / "eval" / "metrics.json").read_text())["image"]["reliability"]
+    assert sum(b["n"] for b in rel["bins"]) == rel["n_images"] == 3 and 0.0 <= rel["ece"] <= 1.0
+    assert 'alt="reliability diagram of the image decisions"' in html and "ECE" in html

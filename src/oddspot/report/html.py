@@ -107,6 +107,15 @@ def details(summary: str, body: str, open_: bool = False, cls: str = "") -> str:
     return f"<details{attrs}><summary>{summary}</summary>{body}</details>"
 
 
+def reliability_note(rel: Any) -> str:
+    """The caption of a reliability diagram (`metrics.reliability`): what is binned, and the ECE."""
+    if not isinstance(rel, dict) or rel.get("ece") is None:
+        return ""
+    return (f'<p class="note">Reliability diagram: test images binned by their {esc(rel.get("kind", "score"))}; '
+            f'observed share of anomalous images against the mean score per bin. ECE {fmt(rel["ece"])} '
+            f'over {esc(rel.get("n_images", "?"))} images.</p>')
+
+
 def slug(text: str) -> str:
     """An id-safe version of `text`."""
     s = "".join(c.lower() if c.isalnum() else "-" for c in str(text)).strip("-")

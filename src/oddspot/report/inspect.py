@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from oddspot.errors import OddspotError
 from oddspot.metrics import BinaryRankingMetrics
@@ -21,7 +20,7 @@ from oddspot.records.evaluation import CURVES_FILE, SCORES_FILE
 from oddspot.records.gallery import ScoreRow
 from oddspot.report import plots
 from oddspot.report.gallery import Warn, gallery_html
-from oddspot.report.html import Raw, esc, fmt, img, table
+from oddspot.report.html import Raw, esc, fmt, img, reliability_note, table
 from oddspot.report.scores import read_curves, read_scores
 
 NO_CALIBRATION = "F1-max on test (no calibration)"
@@ -170,39 +169,12 @@ def curve_plots(ev: Evaluation, th: Thresholds) -> str:
     rel = ev.metrics.get("reliability")
     if isinstance(rel, dict) and isinstance(rel.get("bins"), list):
         figs.append((f"reliability diagram: {rel.get('kind', 'score')} vs observed anomaly frequency",
-                     reliability_plot(rel)))
-    body = "".join(img(data, "image/png", alt) for alt, data in figs if data)
-    if isinstance(rel, dict) and rel.get("ece") is not None:
-        body += (f'<p class="note">Reliability diagram: test images binned by their {esc(rel.get("kind", "score"))}; '
-                 f'observed share of anomalous images against the mean score per bin. ECE {fmt(rel["ece"])} '
-                 f'over {esc(rel.get("n_images", "?"))} images.</p>')
+                     plots.reliability_plot(rel)))
+    body = "".join(img(data, "image/png", alt) for alt, data in figs if data) + reliability_note(rel)
     missing = [] if ev.curves else ["curves.json"]
     missing += [] if ev.scores else ["scores.csv"]
     note = f'<p class="note">Not found: {esc(", ".join(missing))}; the plots that need it are left out.</p>' if missing else ""
     return f'{note}<div class="plots">{body}</div>' if body or note else ""
-
-
-def reliability_plot(rel: dict[str, Any]) -> bytes | None:
-    """Observed anomaly frequency against mean normalized score per bin (`metrics.reliability`), with ECE."""
-    try:
-        bins = [b for b in rel.get("bins", []) if isinstance(b, dict) and b.get("n")]
-        mean = [float(b["mean_score"]) for b in bins]
-        freq = [float(b["frequency"]) for b in bins]
-        sizes = [20 + 200 * float(b["n"]) / max(1.0, float(rel.get("n_images") or 1)) for b in bins]
-    except (TypeError, ValueError, KeyError):  # an edited metrics.json: no figure rather than no report
-        return None
-    if not bins:
-        return None
-    fig = Figure(figsize=(plots.WIDTH, plots.HEIGHT), dpi=plots.DPI)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.plot([0, 1], [0, 1], color="#b0b6c0", linestyle="--", linewidth=1, label="perfectly reliable")
-    ax.plot(mean, freq, color=plots.IMAGE_COLOUR, linewidth=1.5)
-    ax.scatter(mean, freq, s=sizes, color=plots.IMAGE_COLOUR, zorder=3, label="bins (size = images)")
-    kind = str(rel.get("kind", "score")).split(" (")[0]
-    ax.set(xlim=(0, 1), ylim=(-0.02, 1.02), xlabel=f"mean {kind}", ylabel="observed anomaly frequency",
-           title=f"Reliability (ECE {fmt(rel.get('ece'))})")
-    ax.legend(loc="upper left", fontsize=9, frameon=False)
-    return plots.to_png(fig)
 
 
 def breakdown_tables(ev: Evaluation) -> str:

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from oddspot.report.html import fmt as _fmt
+
 WIDTH, HEIGHT, DPI = 5.6, 3.7, 110
 IMAGE_COLOUR, PIXEL_COLOUR = "#2458c6", "#d35400"
 NORMAL_COLOUR, ANOMALOUS_COLOUR = "#3b8bd0", "#d64541"
@@ -175,4 +177,27 @@ def named_curves(curves: dict[str, dict], kind: str, values: dict[str, Any] | No
     ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel=xlabel, ylabel=ylabel,
            title=title or ("ROC" if kind == "roc" else "Precision-recall"))
     ax.legend(loc="lower right" if kind == "roc" else "upper right", fontsize=8, frameon=False)
+    return to_png(fig)
+
+
+def reliability_plot(rel: dict[str, Any]) -> bytes | None:
+    """Observed anomaly frequency against mean normalized score per bin (`metrics.reliability`), with ECE."""
+    try:
+        bins = [b for b in rel.get("bins", []) if isinstance(b, dict) and b.get("n")]
+        mean = [float(b["mean_score"]) for b in bins]
+        freq = [float(b["frequency"]) for b in bins]
+        sizes = [20 + 200 * float(b["n"]) / max(1.0, float(rel.get("n_images") or 1)) for b in bins]
+    except (TypeError, ValueError, KeyError):  # an edited metrics.json: no figure rather than no report
+        return None
+    if not bins:
+        return None
+    fig = Figure(figsize=(WIDTH, HEIGHT), dpi=DPI)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot([0, 1], [0, 1], color="#b0b6c0", linestyle="--", linewidth=1, label="perfectly reliable")
+    ax.plot(mean, freq, color=IMAGE_COLOUR, linewidth=1.5)
+    ax.scatter(mean, freq, s=sizes, color=IMAGE_COLOUR, zorder=3, label="bins (size = images)")
+    kind = str(rel.get("kind", "score")).split(" (")[0]
+    ax.set(xlim=(0, 1), ylim=(-0.02, 1.02), xlabel=f"mean {kind}", ylabel="observed anomaly frequency",
+           title=f"Reliability (ECE {_fmt(rel.get('ece'))})")
+    ax.legend(loc="upper left", fontsize=9, frameon=False)
     return to_png(fig)

@@ -19,7 +19,7 @@ from oddspot.errors import OddspotError
 from oddspot.records.evaluation import CURVES_FILE, SCORES_FILE
 from oddspot.report import plots
 from oddspot.report.gallery import Warn
-from oddspot.report.html import details, esc, fmt, img, table
+from oddspot.report.html import details, esc, fmt, img, reliability_note, table
 from oddspot.report.scores import read_curves, read_scores
 
 MAX_PANELS = 8
@@ -104,7 +104,10 @@ def image_html(metrics: dict[str, Any], folder: Path, curves: dict[str, Any], wa
         figs.append(("image score histogram", plots.score_histogram(
             [r.score for r in scored], [r.label for r in scored],
             float(threshold) if isinstance(threshold, (int, float)) else None)))
-    body = "".join(img(data, "image/png", alt) for alt, data in figs if data)
+    rel = image.get("reliability")
+    if isinstance(rel, dict) and isinstance(rel.get("bins"), list):
+        figs.append(("reliability diagram of the image decisions", plots.reliability_plot(rel)))
+    body = "".join(img(data, "image/png", alt) for alt, data in figs if data) + reliability_note(rel)
     return ("<h3>Image level</h3>" + '<div class="row"><div>'
             + table(["image level", "value"], rows, caption="Does a test image hold anomaly pixels?") + "</div></div>"
             + (f'<div class="plots">{body}</div>' if body else ""))

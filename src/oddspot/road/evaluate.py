@@ -297,6 +297,9 @@ def anomaly_section(n_images: int, n_with_anomaly: int, n_pixels: int, results: 
             "scores": results}
 
 
+RELIABILITY_KIND = "normalized image score (piecewise-linear, 0.5 = threshold; not a fitted probability)"
+
+
 def image_summary(model: Any, decision: str, labels: np.ndarray, scores: np.ndarray) -> tuple[dict[str, Any], Any]:
     """Image-level record (ranking metrics when both classes occur, the stored rule's confusion) and its curves."""
     from oddspot.metrics import BinaryRankingMetrics
@@ -311,7 +314,11 @@ def image_summary(model: Any, decision: str, labels: np.ndarray, scores: np.ndar
         r = _plain(m.compute())
         image.update({k: r[k] for k in ("auroc", "ap", "f1_max")})
         image_curves = _curve(m.curves(CURVE_POINTS))
-    _, decisions = model.decide(scores)
+    normalized, decisions = model.decide(scores)
+    if normalized is not None:
+        from oddspot.metrics.reliability import reliability
+
+        image["reliability"] = reliability(np.clip(normalized, 0.0, 1.0), labels, kind=RELIABILITY_KIND)
     if decisions is not None:
         d = decisions.astype(bool)
         image.update({"threshold": model.image_rule.scale.threshold,  # type: ignore[union-attr]
