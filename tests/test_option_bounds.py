@@ -81,3 +81,26 @@ def test_bad_config_values_are_one_line_errors(tiny_mvtec, tmp_path, options, ne
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:"), result.output
     assert "options.yaml" in lines[0] and needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("image_size: 64\ncoreset_ratio: 0.25\nimage_size: 96\n", "key 'image_size' given twice (line 3)"),
+    ("gate_options: {image_size: 64, image_size: 32}\n", "key 'image_size' given twice"),
+])
+def test_a_key_given_twice_in_a_config_is_a_one_line_error(tiny_mvtec, tmp_path, text, needle):
+    """PyYAML alone keeps the last of two equal keys; a config that says two things is refused instead."""
+    config = tmp_path / "options.yaml"
+    config.write_text(text)
+    result = CliRunner().invoke(cli, ["fit", str(tiny_mvtec), "-c", "brick", "-o", str(tmp_path / "run"),
+                                      "--config", str(config)])
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:"), result.output
+    assert "options.yaml" in lines[0] and needle in lines[0], lines[0]
+
+
+def test_exponent_numbers_without_a_dot_are_numbers():
+    """`1e-3` is a float in YAML 1.2 but text in PyYAML's YAML 1.1; a config means the number."""
+    from oddspot.configs import load_yaml
+
+    assert load_yaml("a: 1e-3\nb: -2E3\nc: 1.5\nd: 7\ne: 1e\nf: '1e-3'\n") == {
+        "a": 1e-3, "b": -2000.0, "c": 1.5, "d": 7, "e": "1e", "f": "1e-3"}

@@ -18,6 +18,50 @@ from oddspot.errors import OddspotError
 C = TypeVar("C")
 
 
+_YAML_FLOAT = r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"""
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text -> Python values, strictly: a key given twice in one mapping is an error (a
+    yaml.YAMLError naming the key and its line; PyYAML would keep the last silently), and a number
+    in exponent form without a dot (`1e-9`) is a float, as in YAML 1.2 (PyYAML reads it as text)."""
+    loader = _strict_loader()(text)  # a SafeLoader subclass: it builds plain values only
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _strict_loader() -> type:
+    import re
+
+    import yaml
+
+    global _LOADER
+    if _LOADER is None:
+        class StrictLoader(yaml.SafeLoader):
+            def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+                seen: set[Any] = set()
+                for key_node, _ in node.value:
+                    key = self.construct_object(key_node, deep=deep)
+                    if isinstance(key, typing.Hashable) and key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"key {key!r} given twice (line {key_node.start_mark.line + 1})", key_node.start_mark)
+                    seen.add(key)
+                return super().construct_mapping(node, deep=deep)
+
+        StrictLoader.yaml_implicit_resolvers = {k: [r for r in v if r[0] != "tag:yaml.org,2002:float"]
+                                                for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+        StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(_YAML_FLOAT, re.X),
+                                           list("-+0123456789."))
+        _LOADER = StrictLoader
+    return _LOADER
+
+
+_LOADER: type | None = None
+
+
 def finite_number(value: Any) -> bool:
     """True for an int or float (not a bool) that is finite as a float: JSON's 1e999 reads as inf, and
     an integer of 400 digits is one no float can hold."""

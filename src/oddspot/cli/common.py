@@ -74,8 +74,10 @@ MAX_CONFIG_BYTES = 2**20
 
 
 def read_yaml_mapping(path: Path, what: str = "--config") -> dict[str, Any]:
-    """A YAML file holding one mapping; anything else is a one-line error naming the file."""
+    """A YAML file holding one mapping (no key twice); anything else is a one-line error naming the file."""
     import yaml
+
+    from oddspot.configs import load_yaml
 
     if not path.exists():
         raise OddspotError(f"{path}: config file not found; check {what}")
@@ -86,7 +88,7 @@ def read_yaml_mapping(path: Path, what: str = "--config") -> dict[str, Any]:
             raw = fh.read(MAX_CONFIG_BYTES + 1)
         if len(raw) > MAX_CONFIG_BYTES:
             raise OddspotError(f"{path}: larger than {MAX_CONFIG_BYTES // 2**20} MB; {what} takes a small YAML file")
-        data = yaml.safe_load(raw.decode("utf-8"))
+        data = load_yaml(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise OddspotError(f"{path}: invalid YAML ({first}); fix {what}") from None

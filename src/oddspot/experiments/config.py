@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from oddspot.configs import from_mapping
+from oddspot.configs import from_mapping, load_yaml
 from oddspot.data.shift import ONLY_CHOICES, SEVERITY_SCALE
 from oddspot.data.splits import PROTOCOLS as SPLITS
 from oddspot.errors import OddspotError
@@ -152,7 +152,7 @@ def load_config(path: str | Path, out: str | Path | None = None) -> ExperimentCo
     if not path.exists():
         raise OddspotError(f"{path}: config file not found; check the CONFIG path")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise _fail(path, f"invalid YAML ({str(exc).splitlines()[0]})") from None
     except (OSError, UnicodeDecodeError) as exc:
