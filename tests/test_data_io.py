@@ -97,3 +97,32 @@ def test_mvtec_reader_skips_hidden_files(tiny_mvtec, tmp_path):
     (root / "brick" / "test" / "good" / ".DS_Store.png").write_bytes(b"")
     refs = read_mvtec(root, "brick")
     assert len(refs["train"]) == 10 and len(refs["test"]) == 9
+
+
+def test_recursive_listing_follows_linked_folders_once_and_names_what_it_skips(tmp_path):
+    from oddspot.data.image_io import list_images, other_files
+
+    real = tmp_path / "elsewhere"
+    real.mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(real / "a.png")
+    (real / "clip.gif").write_bytes(b"GIF89a")
+    top = tmp_path / "top"
+    top.mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(top / "b.png")
+    (top / "linked").symlink_to(real, target_is_directory=True)
+    (real / "loop").symlink_to(top, target_is_directory=True)  # a link back up the tree: walked once
+    (top / ".DS_Store").write_bytes(b"x")
+    assert [p.relative_to(top).as_posix() for p in list_images(top, recursive=True)] == ["b.png", "linked/a.png"]
+    assert [p.name for p in other_files(top, recursive=True)] == ["clip.gif"]
+    assert [p.name for p in list_images(top)] == ["b.png"]
+
+
+def test_predict_names_the_files_it_does_not_read(tmp_path):
+    from oddspot.inspect.scoring import collect_inputs
+
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "b.gif").write_bytes(b"GIF89a")
+    (tmp_path / "notes.txt").write_text("x")
+    said: list[str] = []
+    assert [p.name for p, _ in collect_inputs([tmp_path], said.append)] == ["a.png"]
+    assert len(said) == 1 and "skipped 2 files" in said[0] and "1 .gif, 1 .txt" in said[0]

@@ -57,9 +57,29 @@ def is_image_file(path: Path) -> bool:
 
 
 def list_images(folder: Path, recursive: bool = False) -> list[Path]:
-    """The image files in `folder` (recursive: also below it), sorted; hidden files (`._x`, `.DS_Store`) left out."""
-    pattern = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in pattern if p.is_file() and is_image_file(p) and not p.name.startswith("."))
+    """The image files in `folder` (recursive: also below it, linked folders followed, each real folder
+    once), sorted; hidden files (`._x`, `.DS_Store`) left out."""
+    return sorted(p for p in _visible_files(folder, recursive) if is_image_file(p))
+
+
+def other_files(folder: Path, recursive: bool = False) -> list[Path]:
+    """The visible files in `folder` (as `list_images` walks it) that are not images oddspot decodes."""
+    return sorted(p for p in _visible_files(folder, recursive) if not is_image_file(p))
+
+
+def _visible_files(folder: Path, recursive: bool) -> list[Path]:
+    if not recursive:
+        return [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    found: list[Path] = []
+    seen: set[str] = set()
+    for where, subfolders, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(where)
+        if real in seen:  # a link back up the tree, or two links to one folder
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        found += [Path(where) / n for n in names if not n.startswith(".") and (Path(where) / n).is_file()]
+    return found
 
 
 def reduction(pixels: int, reduce_to: int | None) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextvars
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from oddspot.data.image_io import DECODE_PIXELS, list_images, read_image
+from oddspot.data.image_io import DECODE_PIXELS, IMAGE_SUFFIXES, list_images, other_files, read_image
 from oddspot.errors import OddspotError
 from oddspot.files import safe_text, staged_output, write_npy, write_png
 from oddspot.records.evaluation import SCORES_FILE, write_csv
@@ -26,13 +26,20 @@ R = TypeVar("R")
 BATCH_PIXELS = 4 * DECODE_PIXELS
 
 
-def collect_inputs(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
-    """(path as found, relative output path) for every image in `inputs` (files or folders, recursive)."""
+def collect_inputs(inputs: Sequence[str | Path], warn: Callable[[str], Any] | None = None) -> list[tuple[Path, Path]]:
+    """(path as found, relative output path) for every image in `inputs` (files or folders, recursive);
+    the other files found in a folder are named to `warn` (nothing is left out silently)."""
     found: list[tuple[Path, Path]] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             found += [(f, f.relative_to(p)) for f in list_images(p, recursive=True)]
+            others = other_files(p, recursive=True)
+            if others and warn is not None:
+                kinds = Counter(f.suffix.lower() or "(no suffix)" for f in others)
+                listed = ", ".join(f"{n} {s}" for s, n in sorted(kinds.items()))
+                warn(f"{p}: skipped {len(others)} files that are not images oddspot reads ({listed}); "
+                     f"it reads {', '.join(sorted(IMAGE_SUFFIXES))}")
         elif p.is_file():
             found.append((p, Path(p.name)))
         else:
@@ -67,7 +74,7 @@ def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path, save
     out = Path(out)
     if model is None:
         model = load_model(run, "inspect", device=device)
-    items = collect_inputs(inputs)
+    items = collect_inputs(inputs, warn)
     top = float(model.state.get("map_display_max") or 0.0) or None
     calibrated = model.postprocess is not None
     need_maps = heatmaps or save_maps or calibrated
