@@ -267,3 +267,22 @@ def test_damaged_exported_video_records_are_one_line_errors(exported):
         ExportedFrameAutoencoder.from_record(load_record(exported[("autoencoder", "onnx")]), device="cuda")
     with pytest.raises(OddspotError, match="cannot be fitted"):
         load_model(exported[("motion", "onnx")]).fit([])
+
+
+def test_video_evaluate_runs_on_the_chosen_runtime_and_records_it(fitted, tmp_path):
+    """`video evaluate --runtime`: the exported model (cached in RUN/exports) evaluates the labelled videos
+    as torch does, and metrics.json says which runtime ran."""
+    from click.testing import CliRunner
+
+    from oddspot.cli import cli
+
+    run, data = fitted["runs"]["motion"], fitted["data"]
+    metrics = {}
+    for runtime in ("torch", "openvino"):
+        res = CliRunner().invoke(cli, ["video", "evaluate", str(run), str(data), "-o", str(tmp_path / runtime),
+                                       "--runtime", runtime, "--threads", "1"])
+        assert res.exit_code == 0, res.output
+        metrics[runtime] = json.loads((tmp_path / runtime / "metrics.json").read_text())
+    assert metrics["torch"]["runtime"] == "torch" and metrics["openvino"]["runtime"] == "openvino fp32"
+    assert metrics["openvino"]["micro_auroc"] == pytest.approx(metrics["torch"]["micro_auroc"], abs=1e-6)
+    assert metrics["openvino"]["frames"] == metrics["torch"]["frames"]

@@ -201,22 +201,29 @@ def register(group: click.Group) -> None:
     @click.option("--protocol", type=click.Choice(PROTOCOLS), default="trained", show_default=True,
                   help="legacy_minmax_per_video rescales each test video by its own min/max (uses test statistics).")
     @click.option("--cache-dir", type=click.Path(path_type=Path), default=None)
+    @runtime_options
     @max_pixels_option
     def evaluate(run: Path, data: Path, out: Path, config: Path | None, seed: int, threads: int, device: str,
                  runs: tuple[Path, ...], tta: str, power: float | None, layout: str, labels: Path | None,
-                 skip_first: int, protocol: str, cache_dir: Path | None) -> None:
+                 skip_first: int, protocol: str, cache_dir: Path | None, runtime: str, precision: str,
+                 search: str) -> None:
         """Score the labelled test videos of DATA with the model in RUN; write frame-level metrics and score curves.
 
         With --run (repeatable), evaluate RUN and every --run model on the same videos and print one table.
         """
+        from oddspot.export import load_for_inference
         from oddspot.video import pipeline
 
-        check_out(out, run, *runs, data, labels, cache_dir)
-        dev = apply_runtime(threads, device)
+        check_replaceable(out, run, *runs, data, labels, cache_dir)
+        dev = apply_runtime(threads, device, lazy=True)
+
+        def load(path: Path) -> Any:
+            return load_for_inference(path, "video", runtime, precision, device=dev, search=search)
+
         options = {"layout": layout, "labels": labels, "skip_first": skip_first, "protocol": protocol,
                    "cache_dir": cache_dir, "device": dev, "warn": echo_err, "tta": tta, "power": power}
         if runs:
-            rows = pipeline.evaluate_runs([run, *runs], data, out, **options)
+            rows = pipeline.evaluate_runs([run, *runs], data, out, load=load, **options)
             width = max(len(r["model"]) for r in rows)
             click.echo(f"{'model':<{width}}  {'kind':<11}  micro AUROC  macro AUROC  micro AP  macro AP  (tta {tta}, "
                        f"power {rows[0]['power']:g}, protocol {protocol})")
@@ -225,7 +232,7 @@ def register(group: click.Group) -> None:
                            f"{r['micro_ap']:8.4f}  {r['macro_ap']:8.4f}")
             click.echo(f"wrote {Path(out) / pipeline.MODELS_FILE}")
             return
-        ev = pipeline.evaluate(run, data, out, **options)
+        ev = pipeline.evaluate(run, data, out, model=load(run), **options)
         click.echo(f"{ev['kind']}: micro AUROC {ev['micro_auroc']:.4f}  macro AUROC {ev['macro_auroc']:.4f}  AP {ev['ap']:.4f}  "
                    f"({ev['frames']} frames, {len(ev['per_video'])} videos, protocol {protocol})")
         for kind, m in ev["per_event_type"].items():

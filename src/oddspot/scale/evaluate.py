@@ -144,9 +144,6 @@ def evaluate_video(run: str | Path, data: str | Path, out: str | Path, layout: s
     if skip_first < 0:
         raise OddspotError(f"skip_first {skip_first} is negative; use 0 to keep every frame")
     run, out = Path(run), Path(out)
-    if runtime not in ("auto", "torch") or precision != "fp32":
-        raise OddspotError("video evaluate runs the torch model (as on one machine); use --runtime torch --precision fp32")
-    runtime = "torch"
     model = _load(run, "video", runtime, precision, device)
     videos = open_video_dataset(data, "test", layout=layout, labels=labels, cache_dir=cache_dir)
     items = [{"index": i} for i in range(len(videos))]
@@ -166,7 +163,7 @@ def evaluate_video(run: str | Path, data: str | Path, out: str | Path, layout: s
     threshold = model.post.threshold if protocol == "trained" else None
     extra = {"model": str(run), "kind": model.kind, "protocol": protocol, "skipped_videos": skipped,
              "threshold_quantile": model.post.threshold_quantile, "max_pixels": record_max_pixels(),
-             **_engine_facts(actors)}
+             "runtime": getattr(model, "runtime", "torch"), **_engine_facts(actors)}
     with staged_folder(out, inputs=(run, data, labels, cache_dir)) as stage:
         metrics = write_evaluation(stage, [part.rows[i] for i in done], [videos[i] for i in done], skip_first=skip_first,
                                    threshold=threshold, extra=extra, title=f"{model.kind}: frame scores (red: anomalous frames)")

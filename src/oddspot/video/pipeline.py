@@ -173,7 +173,8 @@ def _evaluate_model(model: VideoHead, run: str | Path, data: str | Path, videos:
         raise OddspotError(f"{data}: no test video could be read; see the warnings above")
     threshold = model.post.threshold if protocol == "trained" and study["decisions"] else None
     extra = {"model": str(run), "kind": model.kind, "protocol": protocol, **_recorded(study), "skipped_videos": skipped,
-             "threshold_quantile": model.post.threshold_quantile, "max_pixels": max_pixels()}
+             "threshold_quantile": model.post.threshold_quantile, "max_pixels": max_pixels(),
+             "runtime": getattr(model, "runtime", "torch")}
     from oddspot.video.evaluate import write_evaluation
 
     return write_evaluation(out, predictions, kept, skip_first=skip_first, threshold=threshold, extra=extra,
@@ -184,12 +185,14 @@ def _evaluate_model(model: VideoHead, run: str | Path, data: str | Path, videos:
 @staged_output("out", inputs=("run", "data", "labels", "cache_dir"))
 def evaluate(run: str | Path, data: str | Path, out: str | Path, layout: str = "auto", labels: str | Path | None = None,
              skip_first: int = 0, protocol: str = "trained", cache_dir: Path | None = None, device: str = "cpu",
-             warn: Warn = print, tta: str = "model", power: float | None = None) -> dict[str, Any]:
+             warn: Warn = print, tta: str = "model", power: float | None = None, model: Any | None = None) -> dict[str, Any]:
     """Score the labelled test videos of `data` with the model in `run` and write the evaluation record to `out`.
 
-    `tta` and `power`: see `study_settings`; recorded in metrics.json when given."""
+    `tta` and `power`: see `study_settings`; recorded in metrics.json when given. `model`: an already
+    loaded model (any runtime, `oddspot.export.load_for_inference`), else the torch model of `run`."""
     _check(protocol, skip_first)
-    model = load_model(run, task="video", device=device)
+    if model is None:
+        model = load_model(run, task="video", device=device)
     study = study_settings(model, tta, power)
     videos = open_video_dataset(data, "test", layout=layout, labels=labels, cache_dir=cache_dir)
     return _evaluate_model(model, run, data, videos, Path(out), protocol, skip_first, study, warn)
@@ -205,16 +208,17 @@ def model_labels(runs: list[str | Path]) -> list[str]:
 def evaluate_runs(runs: list[str | Path], data: str | Path, out: str | Path, layout: str = "auto",
                   labels: str | Path | None = None, skip_first: int = 0, protocol: str = "trained",
                   cache_dir: Path | None = None, device: str = "cpu", warn: Warn = print, tta: str = "model",
-                  power: float | None = None) -> list[dict[str, Any]]:
+                  power: float | None = None, load: Callable[[str | Path], Any] | None = None) -> list[dict[str, Any]]:
     """Evaluate several models on the same test videos: a record per model in `out/<run name>/` and one
     table `out/models.csv` (model, kind, run, tta, power, frames, videos, micro/macro AUROC and AP).
 
-    Every model is loaded and its settings checked before any video is scored. Returns the table rows.
+    Every model is loaded (`load(run)`, default: the torch model) and its settings checked before
+    any video is scored. Returns the table rows.
     """
     _check(protocol, skip_first)
     if not runs:
         raise OddspotError("no run folders to evaluate; pass at least one RUN")
-    models = [load_model(r, task="video", device=device) for r in runs]
+    models = [load(r) if load is not None else load_model(r, task="video", device=device) for r in runs]
     studies = [study_settings(m, tta, power) for m in models]
     videos = open_video_dataset(data, "test", layout=layout, labels=labels, cache_dir=cache_dir)
     rows = []
