@@ -397,13 +397,18 @@ class RoadHead:
             raise OddspotError(f"score {missing[0]!r}: this model was fitted before oddspot had it; "
                                "refit the model to use it, or choose another score")
 
-    def _logits_and_maps(self, image: np.ndarray, names: Sequence[str], where: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        self.fitted_scores()  # an unfitted model fails here, before anything else
+    def checked_request(self, image: np.ndarray, names: Sequence[str], where: str) -> tuple[np.ndarray, tuple[str, ...]]:
+        """(the image, checked; the score names, each once): an unfitted model, an unknown score name or
+        a bad image is a one-line error before any network runs."""
+        self.fitted_scores()
         names = tuple(dict.fromkeys(names))
         unknown = [n for n in names if n not in SCORE_NAMES]
         if unknown:
             raise OddspotError(f"score {unknown[0]!r} unknown; choose from {', '.join(SCORE_NAMES)}")
-        img = check_image(image, where)
+        return check_image(image, where), names
+
+    def _logits_and_maps(self, image: np.ndarray, names: Sequence[str], where: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        img, names = self.checked_request(image, names, where)
         logits, features = self.network_outputs(img)
         logits = resize_maps(logits, img.shape[:2])
         return logits, self.maps_of(logits, features, names)

@@ -25,7 +25,6 @@ import numpy as np
 
 from oddspot.errors import OddspotError
 from oddspot.imaging import resize_maps
-from oddspot.road.config import SCORE_NAMES
 from oddspot.road.head import RoadHead, SceneOutput, check_image
 
 LOGIT_SCORES: tuple[str, ...] = ("msp", "max_logit", "energy", "entropy", "sml")
@@ -156,12 +155,7 @@ def analyze(head: RoadHead, image: np.ndarray, names: Sequence[str], where: str,
     exactly `head.analyze` when `tta` is not active."""
     if not tta.active:
         return head.analyze(image, names, where)
-    head.fitted_scores()  # an unfitted model fails here, before anything else
-    names = tuple(dict.fromkeys(names))
-    unknown = [n for n in names if n not in SCORE_NAMES]
-    if unknown:
-        raise OddspotError(f"score {unknown[0]!r} unknown; choose from {', '.join(SCORE_NAMES)}")
-    img = check_image(image, where)
+    img, names = head.checked_request(image, names, where)
     from_features = tuple(n for n in names if n not in LOGIT_SCORES)
     from_logits = tuple(n for n in names if n in LOGIT_SCORES)
     total: np.ndarray | None = None
