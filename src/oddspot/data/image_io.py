@@ -12,6 +12,7 @@ import os
 import re
 import warnings
 from collections.abc import Iterator, Sequence
+from typing import IO
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -89,26 +90,37 @@ def reduction(pixels: int, reduce_to: int | None) -> int:
     return min(8, 2 ** int(math.log2(math.sqrt(pixels / reduce_to))))
 
 
-def open_image(path: Path, what: str = "image", reduce_to: int | None = None) -> Image.Image:
-    """Open and fully decode an image file; a missing, broken or over-budget file is a one-line error naming it.
+class OverBudget(Exception):
+    """An image over the pixel budget: its header size (`width`, `height`), or only its pixel count when
+    PIL's own decompression-bomb limit refused it on open (`width` and `height` None)."""
 
-    The size is read from the header and checked against `max_pixels()` before decoding. With
-    `reduce_to` (pixels), a larger JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8)
-    that keeps at least that many pixels (the coarsest one that does), so only the reduced image is ever in memory.
+    def __init__(self, pixels: int | None, width: int | None = None, height: int | None = None) -> None:
+        super().__init__(pixels)
+        self.pixels, self.width, self.height = pixels, width, height
+
+    def size(self) -> str:
+        """'{pixels / 1e6:.1f} Mpx', or 'too many pixels' when PIL did not say how many."""
+        return "too many pixels" if self.pixels is None else f"{self.pixels / 1e6:.1f} Mpx"
+
+
+def load_within_budget(source: str | os.PathLike[str] | IO[bytes], budget: int, reduce_to: int | None = None,
+                       formats: Sequence[str] | None = None) -> Image.Image:
+    """Open an encoded image (a path or a binary file), check its header size against `budget` before
+    a byte of pixel data is decoded, and decode it fully; with `reduce_to` (pixels), a larger JPEG is
+    decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps at least that many pixels.
+
+    Raises `OverBudget`, or what PIL raises on bytes it cannot decode (UnidentifiedImageError,
+    OSError, ...); the caller words the one-line error, naming the file or request.
     """
-    if not path.exists():
-        raise OddspotError(f"{path}: no such {what} file; check the path")
-    budget = max_pixels()
     img = None
     done = False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(source, formats=formats)
             width, height = img.size
             if width * height > budget:
-                raise OddspotError(f"{path}: {what} is {width}x{height} ({width * height / 1e6:.1f} Mpx), over the "
-                                   f"pixel budget of {budget / 1e6:g} Mpx; shrink it or raise --max-pixels")
+                raise OverBudget(width * height, width, height)
             scale = reduction(width * height, reduce_to)
             if scale > 1 and img.format == "JPEG":
                 img.draft(img.mode, (math.ceil(width / scale), math.ceil(height / scale)))
@@ -116,15 +128,29 @@ def open_image(path: Path, what: str = "image", reduce_to: int | None = None) ->
         done = True
     except Image.DecompressionBombError as exc:  # PIL refuses more than 2 * MAX_IMAGE_PIXELS on open
         found = re.search(r"\((\d+) pixels\)", str(exc))
-        size = f"{int(found.group(1)) / 1e6:.1f} Mpx" if found else "too many pixels"
-        raise OddspotError(f"{path}: {what} has {size}, over the pixel budget of {budget / 1e6:g} Mpx (and PIL's "
-                           "decompression-bomb limit); shrink it") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError) as exc:
-        raise OddspotError(f"{path}: cannot decode {what} ({exc}); replace or remove the file") from None
+        raise OverBudget(int(found.group(1)) if found else None) from None
     finally:
         if not done and img is not None:
             img.close()
     return img
+
+
+def open_image(path: Path, what: str = "image", reduce_to: int | None = None) -> Image.Image:
+    """Open and fully decode an image file (`load_within_budget` with `max_pixels()`); a missing,
+    broken or over-budget file is a one-line error naming it."""
+    if not path.exists():
+        raise OddspotError(f"{path}: no such {what} file; check the path")
+    budget = max_pixels()
+    try:
+        return load_within_budget(path, budget, reduce_to)
+    except OverBudget as big:
+        if big.width is None:
+            raise OddspotError(f"{path}: {what} has {big.size()}, over the pixel budget of {budget / 1e6:g} Mpx (and "
+                               "PIL's decompression-bomb limit); shrink it") from None
+        raise OddspotError(f"{path}: {what} is {big.width}x{big.height} ({big.size()}), over the pixel budget of "
+                           f"{budget / 1e6:g} Mpx; shrink it or raise --max-pixels") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError) as exc:
+        raise OddspotError(f"{path}: cannot decode {what} ({exc}); replace or remove the file") from None
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:

@@ -9,14 +9,11 @@ decoded (a 20000 x 20000 PNG bomb of a few hundred KB is refused, not decoded), 
 from __future__ import annotations
 
 import io
-import math
-import re
-import warnings
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from oddspot.data.image_io import DECODE_PIXELS, decode_rgb, reduction
+from oddspot.data.image_io import DECODE_PIXELS, OverBudget, decode_rgb, load_within_budget, reduction
 from oddspot.errors import OddspotError
 
 # PIL format ids of the suffixes `data.image_io.IMAGE_SUFFIXES` lists (a camera's MPO opens as JPEG).
@@ -37,24 +34,12 @@ def decode_image_bytes(data: bytes, max_pixels: int, what: str = "image",
     """
     img = None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            try:
-                img = Image.open(io.BytesIO(data), formats=FORMATS)
-            except UnidentifiedImageError:
-                raise UnsupportedImage(f"{what}: not a {FORMAT_NAMES} image; send one of those") from None
-            width, height = img.size
-            if width * height > max_pixels:
-                raise OddspotError(f"{what}: {width}x{height} ({width * height / 1e6:.1f} Mpx) is over the pixel budget "
-                                   f"of {max_pixels / 1e6:g} Mpx; send a smaller image")
-            scale = reduction(width * height, reduce_to)
-            if scale > 1 and img.format == "JPEG":
-                img.draft(img.mode, (math.ceil(width / scale), math.ceil(height / scale)))
-            img.load()
-            rgb = decode_rgb(img)
-    except Image.DecompressionBombError as exc:  # PIL refuses more than 2 * MAX_IMAGE_PIXELS on open
-        found = re.search(r"\((\d+) pixels\)", str(exc))
-        size = f"{int(found.group(1)) / 1e6:.1f} Mpx" if found else "too many pixels"
+        img = load_within_budget(io.BytesIO(data), max_pixels, reduce_to, FORMATS)
+        rgb = decode_rgb(img)
+    except UnidentifiedImageError:
+        raise UnsupportedImage(f"{what}: not a {FORMAT_NAMES} image; send one of those") from None
+    except OverBudget as big:
+        size = big.size() if big.width is None else f"{big.width}x{big.height} ({big.size()})"
         raise OddspotError(f"{what}: {size} is over the pixel budget of {max_pixels / 1e6:g} Mpx; send a smaller image") from None
     except (OSError, SyntaxError, ValueError, MemoryError, EOFError) as exc:
         raise OddspotError(f"{what}: cannot decode the image ({exc}); send an intact file") from None
