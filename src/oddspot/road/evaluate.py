@@ -79,6 +79,22 @@ def _curve(curves: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, list
                    for k, v in c.items()} for kind, c in curves.items()}
 
 
+def evaluation_splits(model: RoadModel, data: str | Path, scores: tuple[str, ...], panels: int) -> tuple[Any, Any]:
+    """(validation, test) splits of DATA for evaluating `model`, after checking the score names, the
+    panel count and that DATA has the model's classes (one-line errors); shared with the Ray engine."""
+    unknown = [s for s in scores if s not in SCORE_NAMES]
+    if unknown:
+        raise OddspotError(f"--score {unknown[0]!r} unknown; choose from {', '.join(SCORE_NAMES)}")
+    if panels < 0:
+        raise OddspotError(f"--panels {panels}: use 0 or more")
+    val = load_split(data, "validation")
+    test = load_split(data, "test")
+    if val.num_classes != model.config.model.num_classes:
+        raise OddspotError(f"{data}: the data has {val.num_classes} known classes, the model "
+                           f"{model.config.model.num_classes}; evaluate on the data the model was trained for")
+    return val, test
+
+
 @staged_output("out_dir", inputs=("data", "run"))
 def evaluate(model: RoadModel, data: str | Path, out_dir: str | Path | None = None, batch_size: int = 8,
              scores: tuple[str, ...] = SCORE_NAMES, offsets: tuple[float, ...] = DEFAULT_OFFSETS, panels: int = 4,
@@ -91,17 +107,8 @@ def evaluate(model: RoadModel, data: str | Path, out_dir: str | Path | None = No
     """
     from oddspot.metrics import BinaryRankingMetrics, ConfusionMatrix, PerImageMetrics
 
-    unknown = [s for s in scores if s not in SCORE_NAMES]
-    if unknown:
-        raise OddspotError(f"--score {unknown[0]!r} unknown; choose from {', '.join(SCORE_NAMES)}")
-    if panels < 0:
-        raise OddspotError(f"--panels {panels}: use 0 or more")
-    val = load_split(data, "validation")
-    test = load_split(data, "test")
+    val, test = evaluation_splits(model, data, scores, panels)
     network, scorer = model._fitted()
-    if val.num_classes != model.config.model.num_classes:
-        raise OddspotError(f"{data}: the data has {val.num_classes} known classes, the model "
-                           f"{model.config.model.num_classes}; evaluate on the data the model was trained for")
     decision = model.config.score
     names = tuple(dict.fromkeys((*scores, decision, "msp")))
     pixel_th = scorer.thresholds[decision]

@@ -204,10 +204,11 @@ def evaluate_road(run: str | Path, data: str | Path, out: str | Path, batch_size
 
     from oddspot import __version__
     from oddspot.data.image_io import max_pixels as record_max_pixels
-    from oddspot.data.streethazards import ANOMALY_CLASS, CLASS_NAMES, load_split
+    from oddspot.data.streethazards import ANOMALY_CLASS, CLASS_NAMES
     from oddspot.road.evaluate import (
         SCORES_HEADER,
         anomaly_section,
+        evaluation_splits,
         image_summary,
         named_miou,
         score_results,
@@ -220,22 +221,13 @@ def evaluate_road(run: str | Path, data: str | Path, out: str | Path, batch_size
 
     scores = SCORE_NAMES if scores is None else tuple(scores)
     offsets = DEFAULT_OFFSETS if offsets is None else tuple(offsets)
-    unknown = [s for s in scores if s not in SCORE_NAMES]
-    if unknown:
-        raise OddspotError(f"--score {unknown[0]!r} unknown; choose from {', '.join(SCORE_NAMES)}")
-    if panels < 0:
-        raise OddspotError(f"--panels {panels}: use 0 or more")
     run, out = Path(run), Path(out)
     if runtime not in ("auto", "torch") or precision != "fp32":
         raise OddspotError("road evaluate runs the torch model (as on one machine); use --runtime torch --precision fp32")
     runtime = "torch"
     model = _load(run, "road", runtime, precision, device)
-    val = load_split(data, "validation")
-    test = load_split(data, "test")
+    val, test = evaluation_splits(model, data, scores, panels)
     _, scorer = model._fitted()
-    if val.num_classes != model.config.model.num_classes:
-        raise OddspotError(f"{data}: the data has {val.num_classes} known classes, the model "
-                           f"{model.config.model.num_classes}; evaluate on the data the model was trained for")
     decision = model.config.score
     budget = current_max_pixels() if max_pixels is None else max_pixels
     used: set[str] = set()
