@@ -100,7 +100,7 @@ def test_mvtec_reader_skips_hidden_files(tiny_mvtec, tmp_path):
 
 
 def test_recursive_listing_follows_linked_folders_once_and_names_what_it_skips(tmp_path):
-    from oddspot.data.image_io import list_images, other_files
+    from oddspot.data.image_io import is_image_file, list_images, visible_files
 
     real = tmp_path / "elsewhere"
     real.mkdir()
@@ -113,7 +113,7 @@ def test_recursive_listing_follows_linked_folders_once_and_names_what_it_skips(t
     (real / "loop").symlink_to(top, target_is_directory=True)  # a link back up the tree: walked once
     (top / ".DS_Store").write_bytes(b"x")
     assert [p.relative_to(top).as_posix() for p in list_images(top, recursive=True)] == ["b.png", "linked/a.png"]
-    assert [p.name for p in other_files(top, recursive=True)] == ["clip.gif"]
+    assert [p.name for p in visible_files(top, recursive=True) if not is_image_file(p)] == ["clip.gif"]
     assert [p.name for p in list_images(top)] == ["b.png"]
 
 

@@ -60,15 +60,12 @@ def is_image_file(path: Path) -> bool:
 def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     """The image files in `folder` (recursive: also below it, linked folders followed, each real folder
     once), sorted; hidden files (`._x`, `.DS_Store`) left out."""
-    return sorted(p for p in _visible_files(folder, recursive) if is_image_file(p))
+    return sorted(p for p in visible_files(folder, recursive) if is_image_file(p))
 
 
-def other_files(folder: Path, recursive: bool = False) -> list[Path]:
-    """The visible files in `folder` (as `list_images` walks it) that are not images oddspot decodes."""
-    return sorted(p for p in _visible_files(folder, recursive) if not is_image_file(p))
-
-
-def _visible_files(folder: Path, recursive: bool) -> list[Path]:
+def visible_files(folder: Path, recursive: bool = False) -> list[Path]:
+    """Every file in `folder` but hidden ones (recursive: also below it, linked folders followed, each
+    real folder once), unsorted; `list_images` keeps the images among them."""
     if not recursive:
         return [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
     found: list[Path] = []

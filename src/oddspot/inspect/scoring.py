@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from oddspot.data.image_io import DECODE_PIXELS, IMAGE_SUFFIXES, list_images, other_files, read_image
+from oddspot.data.image_io import DECODE_PIXELS, IMAGE_SUFFIXES, is_image_file, read_image, visible_files
 from oddspot.errors import OddspotError
 from oddspot.files import safe_text, staged_output, write_npy, write_png
 from oddspot.records.evaluation import SCORES_FILE, write_csv
@@ -33,8 +33,9 @@ def collect_inputs(inputs: Sequence[str | Path], warn: Callable[[str], Any] | No
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found += [(f, f.relative_to(p)) for f in list_images(p, recursive=True)]
-            others = other_files(p, recursive=True)
+            files = visible_files(p, recursive=True)  # one walk: the images, and the rest to name
+            found += [(f, f.relative_to(p)) for f in sorted(f for f in files if is_image_file(f))]
+            others = [f for f in files if not is_image_file(f)]
             if others and warn is not None:
                 kinds = Counter(f.suffix.lower() or "(no suffix)" for f in others)
                 listed = ", ".join(f"{n} {s}" for s, n in sorted(kinds.items()))
