@@ -76,6 +76,9 @@ class Setting:
 
 
 LIBRARY_DEFAULT = Setting()
+# The fine-grid extras: stage2 (stride 4) + stage3, so patches sit on a stride-4 grid (4x the queries of stride 8).
+FINE_LAYERS = ("stage2", "stage3")
+FINE_SIZES = (160, 192, 224, 256)
 
 
 def backbone_setting(backbone: str) -> Setting:
@@ -103,8 +106,8 @@ def grids(backbones: Sequence[str], extras: bool) -> tuple[list[Setting], list[S
     base = [LIBRARY_DEFAULT] + [replace(backbone_setting(b), coreset_ratio=r, scoring=s) for b in backbones
                                 for r in (0.01, 0.1) for s in ("max", "topk_mean")]
     extra = [] if not extras else [replace(LIBRARY_DEFAULT, image_size=256), replace(LIBRARY_DEFAULT, layers=("stage3", "stage4")),
-                              replace(LIBRARY_DEFAULT, image_size=256, scoring="topk_mean"),
-                              replace(LIBRARY_DEFAULT, layers=("stage3", "stage4"), scoring="topk_mean")]
+                                   *(replace(LIBRARY_DEFAULT, layers=FINE_LAYERS, image_size=size) for size in FINE_SIZES)]
+    extra += [replace(s, scoring="topk_mean") for s in extra]
     return list(dict.fromkeys(base + extra)), list(dict.fromkeys(base))
 
 
@@ -263,7 +266,8 @@ def main() -> None:
     ap.add_argument("--categories", nargs="+", choices=CATEGORIES, default=None)
     ap.add_argument("--backbones", nargs="+", choices=BACKBONES, default=None)
     ap.add_argument("--no-extras", action="store_true",
-                    help="only the backbones at their default layers and size (no Lite0 at 256 px or stage3+stage4)")
+                    help="only the backbones at their default layers and size (no Lite0 at 256 px, stage3+stage4 or the "
+                         "stage2+stage3 fine grid)")
     ap.add_argument("--min-predict", type=float, default=GOAL["predict_ips"], help="the rule's speed floor, img/s")
     ap.add_argument("--speed-reference", type=float, default=None, metavar="IPS",
                     help="the library default's end-to-end predict img/s on an idle machine: every measured speed is "

@@ -210,6 +210,18 @@ def test_padim_with_grids_that_do_not_divide_exports_and_matches(fitted, tmp_pat
         assert float(np.abs(m - r).max()) <= 1e-3 * float(r.max())
 
 
+def test_patchcore_on_the_stride_4_grid_exports_and_matches(fitted, tmp_path):
+    # stage2 + stage3: the coarser map is brought up to the stride-4 grid of the first layer
+    model = PatchCore(layers=("stage2", "stage3"), **PATCHCORE, backbone=fitted["backbone"]).fit(fitted["train_images"])
+    assert model.state["grid"] == [16, 16] and model.state["feature_dim"] == 24 + 40  # Lite0: 64 px / 4; 24 + 40 channels
+    model.save(tmp_path / "run")
+    export_run(tmp_path / "run", "openvino", "fp32", tmp_path / "out")
+    ref, pred = model.predict(fitted["inputs"]), load_model(tmp_path / "out").predict(fitted["inputs"])
+    np.testing.assert_allclose(pred.scores, ref.scores, rtol=1e-4, atol=0)
+    for m, r in zip(pred.maps, ref.maps):
+        assert float(np.abs(m - r).max()) <= 1e-3 * float(r.max())
+
+
 def test_damaged_exported_records_are_one_line_errors(exported):
     from oddspot.runtime.cascade import ExportedCascade
     from oddspot.runtime.padim import ExportedPaDiM

@@ -1,7 +1,7 @@
 """PatchCore (Roth et al., 2022): a coreset memory bank of normal patch features, scored by kNN distance.
 
-Patch features come from two backbone layers (stride 8 and 16), locally averaged over 3 x 3
-neighbourhoods, brought to the stride-8 grid and concatenated. A greedy k-center coreset keeps a
+Patch features come from two backbone layers, a finer and a coarser one (e.g. stride 8 and 16),
+locally averaged over 3 x 3 neighbourhoods, brought to the first layer's grid and concatenated. A greedy k-center coreset keeps a
 fraction of the training patches. A test patch's score is its distance to the nearest memory
 entries; the image score is the maximum patch score, optionally reweighted as in the paper.
 Saved as one run folder: the memory bank is the tensor `memory_bank` of model.safetensors.
@@ -53,7 +53,7 @@ class PatchCore(PatchCoreHead, RunModel):
         return self.backbone.preprocess_batch(batch, self.config.image_size, self.config.batch_size)
 
     def trunk_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Preprocessed batch -> N x h x w x C patch features on the stride-8 grid (the exported graph)."""
+        """Preprocessed batch -> N x h x w x C patch features on the first layer's grid (the exported graph)."""
         feats = self.extractor(x)
         p = self.config.pool
         low, high = (F.avg_pool2d(feats[name], p, stride=1, padding=p // 2) for name in self.config.layers)

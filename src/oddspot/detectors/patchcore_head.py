@@ -57,7 +57,8 @@ class PatchCoreConfig:
             raise OddspotError(f"scoring {self.scoring!r} unknown; use one of {', '.join(SCORINGS)}")
         resolve_backbone(self, DEFAULT_LAYERS)
         if len(self.layers) != 2 or not all(self.layers):
-            raise OddspotError(f"layers must name two backbone layers (stride 8 and 16), got {list(self.layers)}")
+            raise OddspotError(f"layers must name two backbone layers, the finer first (e.g. stage3, stage5), "
+                               f"got {list(self.layers)}")
         check_range("image_size", self.image_size, 32, 2048)
         check_range("pool", self.pool, 1, 15)
         check_range("coreset_ratio", self.coreset_ratio, 0.0, 1.0, low_open=True)
