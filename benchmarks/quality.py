@@ -19,6 +19,8 @@ Usage: python benchmarks/quality.py [--threads 2] [--quick] [--out DIR] [--seed 
 4. On the `confirmation` half, evaluates the chosen setting, the current library defaults, and
    each backbone at 1% and 10% coresets, and says whether the goal (mean image AUROC >= 0.99 and
    AUPRO >= 0.96 at >= 50 img/s) is met there.
+5. On the `holdout` (five categories added after the confirmation half had been seen), evaluates
+   the chosen setting and the library default, with the same goal check.
 Results per (category, setting) are kept in OUT/results, so an interrupted run resumes. Prints
 figures; asserts nothing.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import tempfile
@@ -302,7 +305,9 @@ def main() -> None:
     selection_grid, confirm_grid = grids(backbones, not (args.quick or args.no_extras))
     selection = [c for c in HALVES["selection"] if c in cats]
     confirmation = [c for c in HALVES["confirmation"] if c in cats]
-    print(f"quality benchmark: {len(selection)} selection + {len(confirmation)} confirmation categories, "
+    holdout = [c for c in HALVES["holdout"] if c in cats]
+    print(f"quality benchmark: {len(selection)} selection + {len(confirmation)} confirmation + {len(holdout)} holdout "
+          f"categories, "
           f"backbones {', '.join(backbones)}, {args.threads} threads, load average {os.getloadavg()[0]:.2f}", flush=True)
     # Work order: each backbone on both halves first, then the selection-only settings, so an interrupted
     # run leaves complete per-backbone tables in OUT/results for a rerun with fewer --backbones.
@@ -313,18 +318,23 @@ def main() -> None:
     chosen = choose({s: m for s, m in means.items() if m}, args.min_predict)
     confirm = list(dict.fromkeys(confirm_grid + [chosen]))
     table.update(rescaled(run_grid(data, results, confirmation, confirm, args.seed), args.speed_reference))
+    held = list(dict.fromkeys([LIBRARY_DEFAULT, chosen]))
+    table.update(rescaled(run_grid(data, results, holdout, held, args.seed), args.speed_reference))
     if args.speed_reference:
         print(f"\npredict img/s below are rescaled to the library default = {args.speed_reference:g} img/s per category "
               "(--speed-reference); raw measured speeds are in the last column")
     print_half("Selection", table, selection, selection_grid)
     print_half("Confirmation", table, confirmation, confirm)
+    if holdout:
+        print_half("Holdout", table, holdout, held)
     print(f"\nRule: {RULE.format(min_predict=args.min_predict)}.")
     print(f"Chosen on the selection half: {chosen.label}; the library default is {LIBRARY_DEFAULT.label}.")
-    for name, s in (("chosen", chosen), ("library default", LIBRARY_DEFAULT)):
-        m = half_means(table, confirmation, s)
+    for (half, categories), (name, s) in itertools.product((("Confirmation", confirmation), ("Holdout", holdout)),
+                                                          (("chosen", chosen), ("library default", LIBRARY_DEFAULT))):
+        m = half_means(table, categories, s)
         if m:
             met = m["image_auroc"] >= GOAL["image_auroc"] and m["aupro"] >= GOAL["aupro"] and m["predict_ips"] >= GOAL["predict_ips"]
-            print(f"Confirmation, {name}: image AUROC {m['image_auroc']:.4f}, AUPRO {m['aupro']:.4f}, predict "
+            print(f"{half}, {name}: image AUROC {m['image_auroc']:.4f}, AUPRO {m['aupro']:.4f}, predict "
                   f"{m['predict_ips']:.1f} img/s -> goal (AUROC >= 0.99, AUPRO >= 0.96, >= 50 img/s) "
                   f"{'met' if met else 'NOT met'}")
     print(f"\ntotal {time.perf_counter() - t0:.0f} s, {args.threads} threads, load average now {os.getloadavg()[0]:.2f}")

@@ -12,7 +12,9 @@ import pytest
 from oddspot.data.defects import FAMILIES, MIN_CHANGE, make_defect
 from oddspot.data.mvtec import read_mvtec
 from oddspot.errors import OddspotError
-from oddspot.data.quality_dataset import CATEGORIES, HALVES, OBJECTS, TEXTURES, build_quality_dataset, half_of, photo
+from oddspot.data.quality_dataset import (
+    CATEGORIES, HALVES, HOLDOUT_SOURCES, OBJECTS, SOURCES, TEXTURES, build_quality_dataset, half_of, photo,
+)
 
 SMALL = dict(n_train=2, n_test_good=2, n_test_bad=len(FAMILIES), n_predict=2, tile=64)
 
@@ -80,12 +82,28 @@ def test_missing_part_is_cut_from_the_object():
 
 def test_halves_are_fixed_disjoint_and_balanced():
     assert HALVES == {"selection": ("brick", "gravel", "ihc", "astronaut", "chelsea", "horse"),
-                      "confirmation": ("grass", "hubble", "retina", "camera", "coffee", "rocket")}
-    sel, conf = set(HALVES["selection"]), set(HALVES["confirmation"])
-    assert not sel & conf and sel | conf == set(CATEGORIES) and len(CATEGORIES) >= 10
+                      "confirmation": ("grass", "hubble", "retina", "camera", "coffee", "rocket"),
+                      "holdout": ("cell", "moon", "clock", "coins", "motorcycle")}
+    sel, conf, hold = (set(HALVES[k]) for k in ("selection", "confirmation", "holdout"))
+    assert not sel & conf and not (sel | conf) & hold and sel | conf | hold == set(CATEGORIES)
     for half in (sel, conf):
         assert len(half & set(TEXTURES)) == len(half & set(OBJECTS)) == 3
-    assert {half_of(c) for c in sel} == {"selection"}
+    assert {half_of(c) for c in sel} == {"selection"} and half_of("moon") == "holdout"
+
+
+def test_holdout_leaves_the_first_twelve_as_they_were():
+    # a category's random stream is its index in CATEGORIES, and defects paste foreign photos from SOURCES:
+    # the holdout comes last and is no foreign source, so the 12 categories' images did not change with it
+    assert CATEGORIES[:12] == TEXTURES + OBJECTS
+    assert not set(HOLDOUT_SOURCES) & set(SOURCES)
+
+
+def test_holdout_categories_build_in_the_mvtec_layout(tmp_path):
+    root = build_quality_dataset(tmp_path, ("moon", "motorcycle"), seed=0, **SMALL)  # a grey texture; a stereo pair's left view
+    for category in ("moon", "motorcycle"):
+        refs = read_mvtec(root, category)
+        assert sorted({r.defect_type for r in refs["test"]}) == sorted(("good", *FAMILIES))
+        assert all(r.load().image.shape == (64, 64, 3) for r in refs["train"])
 
 
 def _benchmark():
@@ -137,3 +155,13 @@ def test_bad_sizes_are_one_line_errors(bad, tmp_path):
         build_quality_dataset(tmp_path, ("brick",), **{**SMALL, **bad})
     with pytest.raises(OddspotError, match="unknown category"):
         half_of("carpet")
+
+
+def test_stride4_example_config_builds_the_benchmarks_pick():
+    from oddspot.cli.common import read_yaml_mapping
+    from oddspot.detectors.patchcore_head import PatchCoreConfig
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "patchcore_stride4.yaml"
+    config = PatchCoreConfig(**read_yaml_mapping(path))
+    assert (config.backbone, config.layers, config.image_size, config.coreset_ratio, config.scoring) == (
+        "efficientnet_lite0", ["stage2", "stage3"], 192, 0.01, "topk_mean")
