@@ -21,6 +21,8 @@ Usage: python benchmarks/quality.py [--threads 2] [--quick] [--out DIR] [--seed 
    AUPRO >= 0.96 at >= 50 img/s) is met there.
 5. On the `holdout` (five categories added after the confirmation half had been seen), evaluates
    the chosen setting and the library default, with the same goal check.
+6. Prints, for those two settings on the confirmation half and the holdout, the image AUROC of
+   each defect family (its images against all good ones), textures and objects apart.
 Results per (category, setting) are kept in OUT/results, so an interrupted run resumes. Prints
 figures; asserts nothing.
 """
@@ -44,13 +46,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 
 from oddspot.data.defects import FAMILIES
-from oddspot.data.quality_dataset import CATEGORIES, HALVES, build_quality_dataset, recipe
+from oddspot.data.quality_dataset import CATEGORIES, HALVES, HOLDOUT_TEXTURES, TEXTURES, build_quality_dataset, recipe
 from oddspot.files import claim_folder, read_json, staged_folder, write_json
 
 BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 RULE = ("among settings with mean end-to-end predict >= {min_predict:g} img/s on the selection half, the highest "
         "mean (image AUROC + AUPRO) / 2; ties to the faster; if none is fast enough, the fastest")
 GOAL = {"image_auroc": 0.99, "aupro": 0.96, "predict_ips": 50.0}
+TEXTURE_CATEGORIES = TEXTURES + HOLDOUT_TEXTURES
 METRICS = ("image_auroc", "image_ap", "pixel_auroc", "aupro", "fit_ips", "predict_ips", "predict_ips_raw")
 
 
@@ -182,13 +185,32 @@ def measure(data: Path, category: str, fitted: Setting, scorings: Sequence[str],
         out[scoring] = {"image_auroc": m["image"]["auroc"], "image_ap": m["image"]["ap"], "pixel_auroc": m["pixel"]["auroc"],
                         "aupro": m["pixel"]["aupro"], "fit_ips": info["n_train"] / info["fit_seconds"],
                         "predict_ips": predict_ips, "default_ips": default_ips, "runtime": model.runtime,
-                        "bank": int(model.memory_bank.shape[0]), "n_test": m["run"]["n_test"]}
+                        "bank": int(model.memory_bank.shape[0]), "n_test": m["run"]["n_test"],
+                        "families": family_aurocs(work / f"eval-{scoring}" / "scores.csv")}
+    return out
+
+
+def family_aurocs(scores_csv: Path) -> dict[str, float]:
+    """Image AUROC of each defect family's images against all good images, from an evaluation's scores.csv."""
+    import csv
+
+    with open(scores_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    good = np.array([float(r["score"]) for r in rows if r["label"] == "0"])
+    out = {}
+    for family in sorted({r["defect_type"] for r in rows if r["label"] == "1"}):
+        bad = np.array([float(r["score"]) for r in rows if r["label"] == "1" and r["defect_type"] == family])
+        wins = (bad[:, None] > good[None, :]).sum() + 0.5 * (bad[:, None] == good[None, :]).sum()
+        out[family] = float(wins / (bad.size * good.size))
     return out
 
 
 def run_grid(data: Path, results: Path, categories: Sequence[str], settings: Sequence[Setting], seed: int,
-             log: Any = print) -> dict[tuple[str, Setting], dict]:
-    """Figures of every (category, setting); cached per fitted setting under `results`."""
+             log: Any = print, families: bool = False) -> dict[tuple[str, Setting], dict]:
+    """Figures of every (category, setting); cached per fitted setting under `results`.
+
+    `families`: also the per-family image AUROCs (a cached row without them is measured again).
+    """
     table: dict[tuple[str, Setting], dict] = {}
     by_fit: dict[Setting, list[Setting]] = {}
     for s in settings:
@@ -198,13 +220,17 @@ def run_grid(data: Path, results: Path, categories: Sequence[str], settings: Seq
             key = fitted.label.replace(" ", "_").replace("%", "pct")
             cached = results / category / f"{key}.json"
             figures = json.loads(cached.read_text()) if cached.exists() else {}
-            todo = [s.scoring for s in group if s.scoring not in figures]
+            todo = [s.scoring for s in group if s.scoring not in figures or (families and "families" not in figures[s.scoring])]
             if todo:
                 t = time.perf_counter()
                 (results / category).mkdir(parents=True, exist_ok=True)
                 reference = reference_run(data, category, results / category / "default-run", seed)
                 with tempfile.TemporaryDirectory(dir=results / category) as work:
-                    figures.update(measure(data, category, fitted, todo, Path(work), seed, reference))
+                    for scoring, row in measure(data, category, fitted, todo, Path(work), seed, reference).items():
+                        if scoring in figures:  # measured before without the families: add them, keep the rest
+                            figures[scoring]["families"] = row["families"]
+                        else:
+                            figures[scoring] = row
                 write_json(cached, figures)
                 log(f"  {category:10s} {fitted.label:40s} {time.perf_counter() - t:6.1f} s", flush=True)
             for s in group:
@@ -258,6 +284,26 @@ def print_half(name: str, table: dict[tuple[str, Setting], dict], categories: Se
         if m:
             print(f"| {s.label} | {m['image_auroc']:.4f} | {m['image_ap']:.4f} | {m['pixel_auroc']:.4f} | {m['aupro']:.4f} | "
                   f"{m['fit_ips']:.1f} | {m['predict_ips']:.1f} | {m['predict_ips_raw']:.1f} |")
+
+
+def print_families(table: dict[tuple[str, Setting], dict], halves: dict[str, Sequence[str]],
+                   settings: Sequence[Setting]) -> None:
+    """Mean image AUROC per defect family (its images against all good ones), textures and objects apart."""
+    columns = [(half, kind, s) for half, cats in halves.items() for kind in ("textures", "objects") for s in settings
+               if [c for c in cats if (c in TEXTURE_CATEGORIES) == (kind == "textures")]]
+    if not columns:
+        return
+    print("\n### Image AUROC per defect family (mean over categories; each family against all good images)")
+    print("| family | " + " | ".join(f"{h} {k}: {s.label}" for h, k, s in columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    for family in FAMILIES:
+        cells = []
+        for half, kind, s in columns:
+            values = [table[(c, s)]["families"].get(family) for c in halves[half]
+                      if (c in TEXTURE_CATEGORIES) == (kind == "textures") and "families" in table.get((c, s), {})]
+            values = [v for v in values if v is not None]
+            cells.append(f"{np.mean(values):.3f}" if values else "--")
+        print(f"| {family} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -319,7 +365,8 @@ def main() -> None:
     confirm = list(dict.fromkeys(confirm_grid + [chosen]))
     table.update(rescaled(run_grid(data, results, confirmation, confirm, args.seed), args.speed_reference))
     held = list(dict.fromkeys([LIBRARY_DEFAULT, chosen]))
-    table.update(rescaled(run_grid(data, results, holdout, held, args.seed), args.speed_reference))
+    table.update(rescaled(run_grid(data, results, confirmation + holdout, held, args.seed, families=True),
+                          args.speed_reference))
     if args.speed_reference:
         print(f"\npredict img/s below are rescaled to the library default = {args.speed_reference:g} img/s per category "
               "(--speed-reference); raw measured speeds are in the last column")
@@ -327,6 +374,7 @@ def main() -> None:
     print_half("Confirmation", table, confirmation, confirm)
     if holdout:
         print_half("Holdout", table, holdout, held)
+    print_families(table, {"confirmation": confirmation, "holdout": holdout}, held)
     print(f"\nRule: {RULE.format(min_predict=args.min_predict)}.")
     print(f"Chosen on the selection half: {chosen.label}; the library default is {LIBRARY_DEFAULT.label}.")
     for (half, categories), (name, s) in itertools.product((("Confirmation", confirmation), ("Holdout", holdout)),

@@ -165,3 +165,12 @@ def test_stride4_example_config_builds_the_benchmarks_pick():
     config = PatchCoreConfig(**read_yaml_mapping(path))
     assert (config.backbone, config.layers, config.image_size, config.coreset_ratio, config.scoring) == (
         "efficientnet_lite0", ["stage2", "stage3"], 192, 0.01, "topk_mean")
+
+
+def test_family_aurocs_rank_each_family_against_the_good_images(tmp_path):
+    q = _benchmark()
+    rows = ["path,label,defect_type,score", "a,0,good,1.0", "b,0,good,3.0", "c,1,scratch,4.0", "d,1,scratch,2.0",
+            "e,1,blur,3.0"]
+    (tmp_path / "scores.csv").write_text("\n".join(rows) + "\n")
+    # scratch: 4 beats both goods, 2 beats one -> 3/4; blur: 3 beats 1 and ties 3 -> 1.5/2
+    assert q.family_aurocs(tmp_path / "scores.csv") == {"blur": 0.75, "scratch": 0.75}
