@@ -199,27 +199,27 @@ def test_graphs_hold_no_layer_deeper_than_the_model_uses(fitted, exported):
         assert size <= used + 1000, (path.name, size, used)  # + the kept-channel indices; BN folds into convolutions
 
 
-def test_padim_with_grids_that_do_not_divide_exports_and_matches(fitted, tmp_path):
-    model = PaDiM(n_features=12, image_size=36, batch_size=4, backbone=fitted["backbone"]).fit(fitted["train_images"])
-    assert model.state["grid"] == [5, 5]  # stage2 is 9 x 9: pooled 9 -> 5 is not a whole factor
-    model.save(tmp_path / "run")
-    export_run(tmp_path / "run", "onnx", "fp32", tmp_path / "out")
-    ref, pred = model.predict(fitted["inputs"]), load_model(tmp_path / "out").predict(fitted["inputs"])
+def _exports_and_matches(model, fitted: dict, tmp: Path, fmt: str) -> None:
+    """Save `model`, export it to `fmt` fp32, and compare the exported model's scores and maps with torch's."""
+    model.save(tmp / "run")
+    export_run(tmp / "run", fmt, "fp32", tmp / "out")
+    ref, pred = model.predict(fitted["inputs"]), load_model(tmp / "out").predict(fitted["inputs"])
     np.testing.assert_allclose(pred.scores, ref.scores, rtol=1e-4, atol=0)
     for m, r in zip(pred.maps, ref.maps):
         assert float(np.abs(m - r).max()) <= 1e-3 * float(r.max())
+
+
+def test_padim_with_grids_that_do_not_divide_exports_and_matches(fitted, tmp_path):
+    model = PaDiM(n_features=12, image_size=36, batch_size=4, backbone=fitted["backbone"]).fit(fitted["train_images"])
+    assert model.state["grid"] == [5, 5]  # stage2 is 9 x 9: pooled 9 -> 5 is not a whole factor
+    _exports_and_matches(model, fitted, tmp_path, "onnx")
 
 
 def test_patchcore_on_the_stride_4_grid_exports_and_matches(fitted, tmp_path):
     # stage2 + stage3: the coarser map is brought up to the stride-4 grid of the first layer
     model = PatchCore(layers=("stage2", "stage3"), **PATCHCORE, backbone=fitted["backbone"]).fit(fitted["train_images"])
     assert model.state["grid"] == [16, 16] and model.state["feature_dim"] == 24 + 40  # Lite0: 64 px / 4; 24 + 40 channels
-    model.save(tmp_path / "run")
-    export_run(tmp_path / "run", "openvino", "fp32", tmp_path / "out")
-    ref, pred = model.predict(fitted["inputs"]), load_model(tmp_path / "out").predict(fitted["inputs"])
-    np.testing.assert_allclose(pred.scores, ref.scores, rtol=1e-4, atol=0)
-    for m, r in zip(pred.maps, ref.maps):
-        assert float(np.abs(m - r).max()) <= 1e-3 * float(r.max())
+    _exports_and_matches(model, fitted, tmp_path, "openvino")
 
 
 def test_damaged_exported_records_are_one_line_errors(exported):
