@@ -105,7 +105,7 @@ def evaluate(model: RoadModel, data: str | Path, out_dir: str | Path | None = No
     is the validation pass's; test images run one at a time, exactly as `predict` runs them.
     `tta` averages multi-scale and mirrored passes (`oddspot.road.tta`; default: none).
     """
-    from oddspot.metrics import BinaryRankingMetrics, ConfusionMatrix, PerImageMetrics
+    from oddspot.metrics import ConfusionMatrix
 
     val, test = evaluation_splits(model, data, scores, panels)
     network, scorer = model._fitted()
@@ -131,69 +131,43 @@ def evaluate(model: RoadModel, data: str | Path, out_dir: str | Path | None = No
     t_seg = time.perf_counter() - t0
     test_cm = ConfusionMatrix(k + 1, ignore_index=IGNORE_INDEX)
 
-    pooled = {s: BinaryRankingMetrics() for s in scores}
-    per_image = {s: PerImageMetrics() for s in scores}
-    rows: list[list[Any]] = []
-    image_scores: list[float] = []
-    image_labels: list[bool] = []
-    n_pixels = n_with_anomaly = 0
-    t_model = t_metrics = 0.0
-    used: set[str] = set()
     out = Path(out_dir) if out_dir is not None else None
+    tally = AnomalyTally(model, scores, decision, pixel_th, out, panels)
     t1 = time.perf_counter()
     for sample in track(test.iter_samples(on_error=report), "score test pixels", len(test)):
         ta = time.perf_counter()
         result = analyze_tta(model, sample.image, names, sample.meta["path"], tta, runner)
         tb = time.perf_counter()
-        maps = {name: torch.from_numpy(v) for name, v in result.maps.items()}
-        labels = torch.from_numpy(sample.labels)
         test_cm.update(result.classes, anomaly_row_targets(sample.labels, k))
-        valid = labels != IGNORE_INDEX
-        target = labels == ANOMALY_CLASS
-        for name in scores:
-            pooled[name].update(maps[name], target, valid)
-            per_image[name].update(maps[name], target, valid)
-        t_metrics += time.perf_counter() - tb
-        t_model += tb - ta
-        n_valid = int(valid.sum())
-        n_anomalous = int((target & valid).sum())
-        n_pixels += n_valid
-        n_with_anomaly += int(n_anomalous > 0)
-        row = image_row(model, result, decision, pixel_th, sample.meta["path"], n_anomalous, n_valid)
-        image_scores.append(row[2])
-        image_labels.append(n_anomalous > 0)
-        rows.append(row)
-        if out is not None and len(used) < panels:
-            write_panel(out, unique_stem(Path(sample.meta["path"]).stem, used), sample.image, result, decision, pixel_th)
+        labels = torch.from_numpy(sample.labels)
+        tally.add(result, {name: torch.from_numpy(v) for name, v in result.maps.items()}, labels == ANOMALY_CLASS,
+                  labels != IGNORE_INDEX, sample.meta["path"], Path(sample.meta["path"]).stem, sample.image, tb - ta)
     t_test = time.perf_counter() - t1
-    if not rows:
+    if not tally.rows:
         raise OddspotError(f"{test.image_dir}: no readable test images")
-    if n_with_anomaly == 0:
+    if tally.n_with_anomaly == 0:
         raise OddspotError(f"{test.annotation_dir}: no test pixel has the anomaly class {ANOMALY_CLASS}; "
                            "anomaly scores cannot be evaluated")
 
-    results, curves = score_results(pooled, per_image, scorer.thresholds, offsets, scores)
-    image, image_curves = image_summary(model, decision, np.asarray(image_labels, bool), np.asarray(image_scores, np.float64))
+    results, curves, image, image_curves = tally.summary(scorer.thresholds, offsets)
 
     metrics = {
         "oddspot_version": __version__,
         "run": None if run is None else str(run),
         "data": str(data),
         "segmentation": {"split": "validation", **seg},
-        "segmentation_test": segmentation_on_test(test_cm.matrix, k, len(rows)),
+        "segmentation_test": segmentation_on_test(test_cm.matrix, k, len(tally.rows)),
         "tta": tta.to_dict(),
-        "anomaly": anomaly_section(len(rows), n_with_anomaly, n_pixels, results),
+        "anomaly": anomaly_section(len(tally.rows), tally.n_with_anomaly, tally.n_pixels, results),
         "image": image,
-        "timing": {"validation_seconds": round(t_seg, 3), "test_seconds": round(t_test, 3),
-                   "model_seconds": round(t_model, 3), "metric_seconds": round(t_metrics, 3),
-                   "score_pixels_per_second": n_pixels * len(scores) / max(t_metrics, 1e-9)},
+        "timing": {"validation_seconds": round(t_seg, 3), "test_seconds": round(t_test, 3), **tally.timing()},
         "skipped_files": skipped,
         "max_pixels": max_pixels(),
         "device": str(model.device),
     }
     if out is not None:
         write_metrics(out, "road", metrics)
-        write_csv(out / SCORES_FILE, SCORES_HEADER, rows)
+        write_csv(out / SCORES_FILE, SCORES_HEADER, tally.rows)
         write_json(out / CURVES_FILE, {"score": decision, "pixel": curves, "image": image_curves})
     return {"task": "road", **metrics}
 
@@ -263,6 +237,60 @@ def write_panel(out: Path, stem: str, image: np.ndarray, result: Any, decision: 
     write_png(out / PANELS_DIR / f"{stem}_panel.png",
               make_panel(image, result.classes, 1.0 - result.maps["msp"], result.maps[decision],
                          pixel_th["threshold"], pixel_th["spread"]))
+
+
+class AnomalyTally:
+    """What a road evaluation's test loop gathers image by image, for StreetHazards and the binary-label
+    benchmarks (`oddspot.road.external`) alike: every score's pooled and per-image metric states, the
+    scores.csv rows, image labels and scores, pixel counts, the time in the model and in the metrics,
+    and the first `panels` panels (written to OUT/panels when `out` is given)."""
+
+    def __init__(self, model: Any, scores: tuple[str, ...], decision: str, pixel_th: dict[str, Any],
+                 out: Path | None, panels: int) -> None:
+        from oddspot.metrics import BinaryRankingMetrics, PerImageMetrics
+
+        self.model, self.scores, self.decision, self.pixel_th = model, scores, decision, pixel_th
+        self.out, self.panels, self._stems = out, panels, set()
+        self.pooled = {s: BinaryRankingMetrics() for s in scores}
+        self.per_image = {s: PerImageMetrics() for s in scores}
+        self.rows: list[list[Any]] = []
+        self.image_scores: list[float] = []
+        self.image_labels: list[bool] = []
+        self.n_pixels = self.n_anomaly = self.n_void = self.n_with_anomaly = 0
+        self.t_model = self.t_metrics = 0.0
+
+    def add(self, result: Any, maps: dict[str, Any], target: Any, valid: Any, path: str, stem: str, image: np.ndarray,
+            model_seconds: float) -> None:
+        """One scored image: its score maps (`maps`, numpy or torch), anomaly `target` and `valid` pixel masks."""
+        t = time.perf_counter()
+        for name in self.scores:
+            self.pooled[name].update(maps[name], target, valid)
+            self.per_image[name].update(maps[name], target, valid)
+        self.t_metrics += time.perf_counter() - t
+        self.t_model += model_seconds
+        n_valid, n_anomalous = int(valid.sum()), int((target & valid).sum())
+        self.n_pixels += n_valid
+        self.n_anomaly += n_anomalous
+        self.n_void += int(np.prod(valid.shape)) - n_valid
+        self.n_with_anomaly += int(n_anomalous > 0)
+        row = image_row(self.model, result, self.decision, self.pixel_th, path, n_anomalous, n_valid)
+        self.image_scores.append(row[2])
+        self.image_labels.append(n_anomalous > 0)
+        self.rows.append(row)
+        if self.out is not None and len(self._stems) < self.panels:
+            write_panel(self.out, unique_stem(stem, self._stems), image, result, self.decision, self.pixel_th)
+
+    def summary(self, thresholds: dict[str, dict[str, Any]], offsets: tuple[float, ...]) -> tuple[Any, Any, Any, Any]:
+        """(per-score results, pixel curves, image record, image curves) of everything added."""
+        results, curves = score_results(self.pooled, self.per_image, thresholds, offsets, self.scores)
+        image, image_curves = image_summary(self.model, self.decision, np.asarray(self.image_labels, bool),
+                                            np.asarray(self.image_scores, np.float64))
+        return results, curves, image, image_curves
+
+    def timing(self) -> dict[str, float]:
+        """metrics.json timing entries of the test loop (seconds in the model and the metrics, pixel throughput)."""
+        return {"model_seconds": round(self.t_model, 3), "metric_seconds": round(self.t_metrics, 3),
+                "score_pixels_per_second": self.n_pixels * len(self.scores) / max(self.t_metrics, 1e-9)}
 
 
 def score_results(pooled: dict[str, Any], per_image: dict[str, Any], thresholds: dict[str, dict[str, Any]],
