@@ -3,7 +3,7 @@
 Each writes the exact folder and file names, mask encodings and split files of its dataset
 (MVTec AD 2, VisA, MVTec LOCO AD, BTech, Kolektor SDD2, and the generic folder layout), with
 small noise images whose defects are bright squares where the mask says. Each returns the
-dataset root.
+dataset root. `write_avi` writes the video files of the video layouts' fixtures.
 """
 
 from __future__ import annotations
@@ -168,3 +168,19 @@ def make_folder(root: Path, n_normal: int = 10, n_abnormal: int = 3, size: int =
         _save(root / "abnormal" / f"a{i:02d}.jpg", _image(rng, size, box), quality=95)
         _save(root / "masks" / (f"a{i:02d}.png" if i == 0 else f"a{i:02d}_mask.png"), _mask(size, box))
     return root
+
+
+def write_avi(path: Path, frames: list[np.ndarray], rate: int = 25) -> None:
+    """An MJPEG .avi of RGB uint8 frames (skips the test when PyAV is missing)."""
+    import pytest
+
+    av = pytest.importorskip("av")
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mjpeg", rate=rate)
+        stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
+        stream.pix_fmt = "yuvj420p"
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
+from dataset_fixtures import write_avi
 from oddspot.data.avenue import AviVideo, labels_from_intervals, parse_size, read_avenue, read_frame_folders, read_interval_mat
 from oddspot.data.ped2 import read_ped2
 from oddspot.data.synthetic_video import EVENT_TYPES, generate_video_dataset
@@ -23,19 +24,6 @@ def _moving_square(t: int, h: int = 32, w: int = 48) -> np.ndarray:
     return frame
 
 
-def _write_avi(path, frames: list[np.ndarray]) -> None:
-    av = pytest.importorskip("av")
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("mjpeg", rate=25)
-        stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
-        stream.pix_fmt = "yuvj420p"
-        for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 @pytest.fixture
 def avenue_root(tmp_path):
     root = tmp_path / "avenue"
@@ -43,8 +31,8 @@ def avenue_root(tmp_path):
     (root / "testing_videos").mkdir()
     (root / "testing_label_mask").mkdir()
     frames = [_moving_square(t) for t in range(8)]
-    _write_avi(root / "training_videos" / "01.avi", frames)
-    _write_avi(root / "testing_videos" / "01.avi", frames)
+    write_avi(root / "training_videos" / "01.avi", frames)
+    write_avi(root / "testing_videos" / "01.avi", frames)
     masks = np.empty((1, 8), dtype=object)
     for t in range(8):
         m = np.zeros((32, 48), np.uint8)

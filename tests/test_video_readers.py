@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dataset_fixtures import write_avi
 from oddspot.data.avenue import AviVideo
 from oddspot.data.ped2 import read_ped1, read_ucsd, which_ucsd
 from oddspot.data.shanghaitech import read_frame_mask, read_shanghaitech
@@ -13,25 +14,13 @@ from oddspot.errors import OddspotError
 from oddspot.video.datasets import detect_layout, open_video_dataset
 
 
-def _write_avi(path, frames: list[np.ndarray]) -> None:
-    av = pytest.importorskip("av")
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("mjpeg", rate=24)
-        stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
-        stream.pix_fmt = "yuvj420p"
-        for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 def make_shanghaitech(root, clips: dict[str, np.ndarray], train: dict[str, int], pixel_only: tuple[str, ...] = ()):
     """ShanghaiTech Campus layout: training/videos/SS_VVV.avi, testing/frames/SS_VVVV/NNN.jpg (0-based, 3 digits),
     testing/test_frame_mask/SS_VVVV.npy (1-D 0/1), testing/test_pixel_mask/SS_VVVV.npy (T x H x W)."""
     (root / "training" / "videos").mkdir(parents=True)
     for name, n in train.items():
-        _write_avi(root / "training" / "videos" / f"{name}.avi", [np.full((16, 24, 3), 10 * t, np.uint8) for t in range(n)])
+        write_avi(root / "training" / "videos" / f"{name}.avi", [np.full((16, 24, 3), 10 * t, np.uint8) for t in range(n)],
+                  rate=24)
     for sub in ("frames", "test_frame_mask", "test_pixel_mask"):
         (root / "testing" / sub).mkdir(parents=True)
     for clip, labels in clips.items():
@@ -165,8 +154,8 @@ def test_shanghaitech_fit_and_evaluate_end_to_end(tmp_path, monkeypatch):
     root = tmp_path / "sh"
     (root / "training" / "videos").mkdir(parents=True)
     for name in ("01_001", "01_002"):
-        _write_avi(root / "training" / "videos" / f"{name}.avi",
-                   [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(8)])
+        write_avi(root / "training" / "videos" / f"{name}.avi",
+                  [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(8)], rate=24)
     labels = {"01_0014": np.array([0] * 6 + [1] * 4), "01_0015": np.array([0, 1] * 5), "02_0161": np.array([0, 1, 1])}
     for sub in ("frames", "test_frame_mask"):
         (root / "testing" / sub).mkdir(parents=True)
