@@ -85,26 +85,49 @@ class ExperimentConfig:
         return any(c.protocol in SHIFT_PROTOCOLS for c in self.cells)
 
 
-def _fail(path: Path, message: str) -> OddspotError:
+def config_error(path: Path, message: str) -> OddspotError:
+    """A one-line error about the study config file `path`."""
     return OddspotError(f"{path}: {message}")
 
 
-def _check_keys(path: Path, where: str, value: Any, known: set[str]) -> dict[str, Any]:
+def check_mapping(path: Path, where: str, value: Any, known: set[str] | None = None) -> dict[str, Any]:
+    """`value` as a dict ({} for None); not a mapping, or a key outside `known`, is an error naming `where`."""
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise _fail(path, f"`{where}` must be a mapping")
-    unknown = sorted(set(value) - known)
-    if unknown:
-        raise _fail(path, f"unknown key(s) {', '.join(unknown)} in `{where}`; known: {', '.join(sorted(known))}")
-    return value
+        raise config_error(path, f"`{where}` must be a mapping")
+    if known is not None:
+        unknown = sorted(str(k) for k in set(value) - known)
+        if unknown:
+            raise config_error(path, f"unknown key(s) {', '.join(unknown)} in `{where}`; known: {', '.join(sorted(known))}")
+    return dict(value)
+
+
+def ablation_entries(path: Path, ablations: Any, known: set[str], usage: str,
+                     grid_keys: str) -> list[tuple[int, str, dict[str, Any], dict[str, list[Any]]]]:
+    """(index, name, entry, grid) of each `ablations` entry, checked: a list of mappings with `known` keys,
+    names unique, not 'main', without '/'; each grid maps `grid_keys` to non-empty lists."""
+    if not isinstance(ablations, list):
+        raise config_error(path, f"`ablations` must be a list of {usage}")
+    out, names = [], set()
+    for i, ab in enumerate(ablations):
+        ab = check_mapping(path, f"ablations[{i}]", ab, known)
+        name = str(ab.get("name", f"ablation{i}"))
+        if name in names or name == "main" or "/" in name:
+            raise config_error(path, f"`ablations[{i}].name` {name!r} must be unique, not 'main', without '/'")
+        names.add(name)
+        grid = ab.get("grid")
+        if not isinstance(grid, dict) or not grid or not all(isinstance(v, list) and v for v in grid.values()):
+            raise config_error(path, f"`ablations[{i}].grid` must map {grid_keys} to non-empty lists of values")
+        out.append((i, name, ab, grid))
+    return out
 
 
 def _str_list(path: Path, where: str, value: Any) -> list[str]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise _fail(path, f"`{where}` must be a non-empty list of names")
+        raise config_error(path, f"`{where}` must be a non-empty list of names")
     return list(value)
 
 
@@ -112,7 +135,7 @@ def _protocols(path: Path, where: str, value: Any) -> list[str]:
     names = _str_list(path, where, value)
     bad = [p for p in names if p not in PROTOCOLS]
     if bad:
-        raise _fail(path, f"`{where}`: unknown protocol(s) {', '.join(bad)}; use {', '.join(PROTOCOLS)}")
+        raise config_error(path, f"`{where}`: unknown protocol(s) {', '.join(bad)}; use {', '.join(PROTOCOLS)}")
     return names
 
 
@@ -154,51 +177,51 @@ def load_config(path: str | Path, out: str | Path | None = None) -> ExperimentCo
     try:
         raw = load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise _fail(path, f"invalid YAML ({str(exc).splitlines()[0]})") from None
+        raise config_error(path, f"invalid YAML ({str(exc).splitlines()[0]})") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise _fail(path, f"cannot be read as UTF-8 YAML text ({type(exc).__name__})") from None
+        raise config_error(path, f"cannot be read as UTF-8 YAML text ({type(exc).__name__})") from None
     task = raw.get("task", "inspect") if isinstance(raw, dict) else "inspect"
     if task == "road":
         from oddspot.experiments.road_config import load_road_config
 
         return load_road_config(raw, path, out)
     if task != "inspect":
-        raise _fail(path, f"`task` {task!r} unknown; use inspect or road")
-    raw = _check_keys(path, "top level", raw, _TOP_KEYS)
+        raise config_error(path, f"`task` {task!r} unknown; use inspect or road")
+    raw = check_mapping(path, "top level", raw, _TOP_KEYS)
     base = path.resolve().parent
-    data_cfg = _check_keys(path, "data", raw.get("data"), _DATA_KEYS)
+    data_cfg = check_mapping(path, "data", raw.get("data"), _DATA_KEYS)
     if "path" not in data_cfg:
-        raise _fail(path, "`data.path` is required (an MVTec-layout dataset folder)")
+        raise config_error(path, "`data.path` is required (an MVTec-layout dataset folder)")
     demo = raw.get("data", {}).get("build_demo")
-    demo = _check_keys(path, "data.build_demo", demo, _DEMO_KEYS) if demo not in (None, False) else None
+    demo = check_mapping(path, "data.build_demo", demo, _DEMO_KEYS) if demo not in (None, False) else None
     if demo is not None and not isinstance(raw["data"]["build_demo"], dict):
         demo = {}
-    shift = _check_keys(path, "shift", raw.get("shift"), _SHIFT_KEYS)
+    shift = check_mapping(path, "shift", raw.get("shift"), _SHIFT_KEYS)
     severity = shift.get("severity", "moderate")
     if severity not in SEVERITY_SCALE:
-        raise _fail(path, f"`shift.severity` {severity!r} unknown; use {', '.join(SEVERITY_SCALE)}")
+        raise config_error(path, f"`shift.severity` {severity!r} unknown; use {', '.join(SEVERITY_SCALE)}")
     only = shift.get("only")
     if only is not None and only not in ONLY_CHOICES:
-        raise _fail(path, f"`shift.only` {only!r} unknown; use {', '.join(ONLY_CHOICES)}")
+        raise config_error(path, f"`shift.only` {only!r} unknown; use {', '.join(ONLY_CHOICES)}")
     split = raw.get("split", "validation")
     if split not in SPLITS:
-        raise _fail(path, f"`split` {split!r} unknown; use {', '.join(SPLITS)}")
+        raise config_error(path, f"`split` {split!r} unknown; use {', '.join(SPLITS)}")
     if split != "validation" and any(p in raw.get("protocols", []) for p in ("shift-threshold",)):
-        raise _fail(path, "`shift-threshold` needs a validation split; set `split: validation`")
+        raise config_error(path, "`shift-threshold` needs a validation split; set `split: validation`")
     out_dir = Path(out).resolve() if out is not None else _resolve(base, raw.get("out", f"runs/{path.stem}"))
     seed = raw.get("seed", 0)
     bootstrap = raw.get("bootstrap", 1000)
     for key, value in (("seed", seed), ("bootstrap", bootstrap)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise _fail(path, f"`{key}` must be an integer >= 0, got {value!r}")
+            raise config_error(path, f"`{key}` must be an integer >= 0, got {value!r}")
     categories = _str_list(path, "categories", raw.get("categories"))
-    global_cfg = _check_keys(path, "global", raw.get("global"), _GLOBAL_KEYS)
+    global_cfg = check_mapping(path, "global", raw.get("global"), _GLOBAL_KEYS)
     global_categories = _str_list(path, "global.categories", global_cfg.get("categories", categories))
     detectors = raw.get("detectors") or {"patchcore": {}}
     if not isinstance(detectors, dict) or not all(isinstance(v, dict) or v is None for v in detectors.values()):
-        raise _fail(path, "`detectors` must map a detector name to its options, e.g. {patchcore: {image_size: 160}}")
+        raise config_error(path, "`detectors` must map a detector name to its options, e.g. {patchcore: {image_size: 160}}")
     detectors = {name: dict(opts or {}) for name, opts in detectors.items()}
-    plots = _check_keys(path, "plots", raw.get("plots"), _PLOT_KEYS)
+    plots = check_mapping(path, "plots", raw.get("plots"), _PLOT_KEYS)
 
     cells: list[Cell] = []
     protocols = _protocols(path, "protocols", raw.get("protocols", ["clean"]))
@@ -208,20 +231,9 @@ def load_config(path: str | Path, out: str | Path | None = None) -> ExperimentCo
             cats = global_categories if protocol == "global" else categories
             for cat in cats:
                 cells.append(Cell("main", protocol, det, "default", _freeze(opts), cat))
-    ablations = raw.get("ablations") or []
-    if not isinstance(ablations, list):
-        raise _fail(path, "`ablations` must be a list of {name, detector, grid, protocols}")
-    names: set[str] = set()
-    for i, ab in enumerate(ablations):
-        ab = _check_keys(path, f"ablations[{i}]", ab, _ABLATION_KEYS)
-        name = ab.get("name", f"ablation{i}")
-        if name in names or name == "main" or "/" in str(name):
-            raise _fail(path, f"`ablations[{i}].name` {name!r} must be unique, not 'main', without '/'")
-        names.add(name)
+    for i, name, ab, grid in ablation_entries(path, raw.get("ablations") or [], _ABLATION_KEYS,
+                                              "{name, detector, grid, protocols}", "option names"):
         det = ab.get("detector", next(iter(detectors)))
-        grid = ab.get("grid")
-        if not isinstance(grid, dict) or not grid or not all(isinstance(v, list) and v for v in grid.values()):
-            raise _fail(path, f"`ablations[{i}].grid` must map option names to non-empty lists of values")
         base_opts = {**detectors.get(det, {}), **(ab.get("options") or {})}
         ab_protocols = _protocols(path, f"ablations[{i}].protocols", ab.get("protocols", ["clean"]))
         ab_cats = _str_list(path, f"ablations[{i}].categories", ab.get("categories", categories))
@@ -237,7 +249,7 @@ def load_config(path: str | Path, out: str | Path | None = None) -> ExperimentCo
     ids = [c.cell_id for c in cells]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
-        raise _fail(path, f"cell {dupes[0]} appears twice; give the ablations distinct names or values")
+        raise config_error(path, f"cell {dupes[0]} appears twice; give the ablations distinct names or values")
     for where, det, opts in to_check:
         _check_options(path, where, det, opts)
     return ExperimentConfig(

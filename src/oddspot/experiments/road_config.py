@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from oddspot.configs import from_mapping
+from oddspot.experiments.config import ablation_entries, check_mapping, config_error
 from oddspot.errors import OddspotError
 from oddspot.road.config import SCORE_NAMES, RoadConfig
 
@@ -68,22 +69,6 @@ class RoadStudyConfig:
     task = "road"
 
 
-def _fail(path: Path, message: str) -> OddspotError:
-    return OddspotError(f"{path}: {message}")
-
-
-def _mapping(path: Path, where: str, value: Any, known: set[str] | None = None) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise _fail(path, f"`{where}` must be a mapping")
-    if known is not None:
-        unknown = sorted(str(k) for k in set(value) - known)
-        if unknown:
-            raise _fail(path, f"unknown key(s) {', '.join(unknown)} in `{where}`; known: {', '.join(sorted(known))}")
-    return dict(value)
-
-
 def _label(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "x".join(map(str, value))
@@ -110,13 +95,13 @@ def _resolve(base: Path, value: Any) -> Path:
 
 def load_road_config(raw: dict[str, Any], path: Path, out: str | Path | None = None) -> RoadStudyConfig:
     """Check a road study config (`raw`, the YAML read from `path`); `out` overrides the file's `out`."""
-    raw = _mapping(path, "top level", raw, TOP_KEYS)
+    raw = check_mapping(path, "top level", raw, TOP_KEYS)
     base_dir = path.resolve().parent
-    data_cfg = _mapping(path, "data", raw.get("data"), DATA_KEYS)
+    data_cfg = check_mapping(path, "data", raw.get("data"), DATA_KEYS)
     if "path" not in data_cfg:
-        raise _fail(path, "`data.path` is required (a StreetHazards-layout folder, or where to build the toy streets)")
+        raise config_error(path, "`data.path` is required (a StreetHazards-layout folder, or where to build the toy streets)")
     demo = data_cfg.get("build_demo")
-    demo = None if demo in (None, False) else _mapping(path, "data.build_demo", {} if demo is True else demo, DEMO_KEYS)
+    demo = None if demo in (None, False) else check_mapping(path, "data.build_demo", {} if demo is True else demo, DEMO_KEYS)
     if demo is not None:
         from oddspot.data.toy_streets import ToyStreetConfig
 
@@ -124,35 +109,24 @@ def load_road_config(raw: dict[str, Any], path: Path, out: str | Path | None = N
     seeds = raw.get("seeds", [0])
     if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
             or any(not isinstance(s, int) or isinstance(s, bool) or not 0 <= s < 2**32 for s in seeds)):
-        raise _fail(path, f"`seeds` must be a list of distinct integers in [0, 2^32), e.g. [0, 1, 2]; got {seeds!r:.60}")
+        raise config_error(path, f"`seeds` must be a list of distinct integers in [0, 2^32), e.g. [0, 1, 2]; got {seeds!r:.60}")
     scores = raw.get("scores", list(SCORE_NAMES))
     if isinstance(scores, str):
         scores = [scores]
     if not isinstance(scores, list) or not scores or any(s not in SCORE_NAMES for s in scores):
-        raise _fail(path, f"`scores` must list scores among {', '.join(SCORE_NAMES)}; got {scores!r:.80}")
+        raise config_error(path, f"`scores` must list scores among {', '.join(SCORE_NAMES)}; got {scores!r:.80}")
     device = raw.get("device")
     if device is not None and not isinstance(device, str):
-        raise _fail(path, f"`device` must be a device name such as cpu or cuda, got {device!r:.40}")
-    base = _mapping(path, "base", raw.get("base"))
+        raise config_error(path, f"`device` must be a device name such as cpu or cuda, got {device!r:.40}")
+    base = check_mapping(path, "base", raw.get("base"))
     presets = {**BUILTIN_PRESETS}
-    for name, preset in _mapping(path, "augment_presets", raw.get("augment_presets")).items():
-        presets[str(name)] = _mapping(path, f"augment_presets.{name}", preset)
+    for name, preset in check_mapping(path, "augment_presets", raw.get("augment_presets")).items():
+        presets[str(name)] = check_mapping(path, f"augment_presets.{name}", preset)
 
     settings: list[tuple[str, str, dict[str, Any]]] = [("main", "base", copy.deepcopy(base))]
-    ablations = raw.get("ablations") or []
-    if not isinstance(ablations, list):
-        raise _fail(path, "`ablations` must be a list of {name, grid, options}")
-    names: set[str] = set()
-    for i, ab in enumerate(ablations):
-        ab = _mapping(path, f"ablations[{i}]", ab, ABLATION_KEYS)
-        name = str(ab.get("name", f"ablation{i}"))
-        if name in names or name == "main" or "/" in name:
-            raise _fail(path, f"`ablations[{i}].name` {name!r} must be unique, not 'main', without '/'")
-        names.add(name)
-        grid = ab.get("grid")
-        if not isinstance(grid, dict) or not grid or not all(isinstance(v, list) and v for v in grid.values()):
-            raise _fail(path, f"`ablations[{i}].grid` must map option paths to non-empty lists of values")
-        extra = _mapping(path, f"ablations[{i}].options", ab.get("options"))
+    for i, name, ab, grid in ablation_entries(path, raw.get("ablations") or [], ABLATION_KEYS,
+                                              "{name, grid, options}", "option paths"):
+        extra = check_mapping(path, f"ablations[{i}].options", ab.get("options"))
         keys = [str(k) for k in grid]
         for values in itertools.product(*(grid[k] for k in keys)):
             opts = copy.deepcopy(base)
@@ -161,7 +135,7 @@ def load_road_config(raw: dict[str, Any], path: Path, out: str | Path | None = N
             for key, value in zip(keys, values):
                 if key == "augment":
                     if not isinstance(value, str) or value not in presets:
-                        raise _fail(path, f"`ablations[{i}].grid.augment`: preset {value!r} unknown; "
+                        raise config_error(path, f"`ablations[{i}].grid.augment`: preset {value!r} unknown; "
                                           f"use one of {', '.join(presets)} or define it under augment_presets")
                     for k, v in presets[value].items():
                         _set(opts, f"train.augment.{k}", v)
@@ -185,7 +159,7 @@ def load_road_config(raw: dict[str, Any], path: Path, out: str | Path | None = N
     ids = [c.cell_id for c in cells]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
-        raise _fail(path, f"cell {dupes[0]} appears twice; give the ablations distinct names or values")
+        raise config_error(path, f"cell {dupes[0]} appears twice; give the ablations distinct names or values")
     out_dir = Path(out).resolve() if out is not None else _resolve(base_dir, raw.get("out", f"runs/{path.stem}"))
     return RoadStudyConfig(path=path.resolve(), name=str(raw.get("name", path.stem)), out=out_dir,
                            data=_resolve(base_dir, data_cfg["path"]), build_demo=demo, seeds=list(seeds),
