@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from oddspot.experiments.road_config import RoadCell, RoadStudyConfig
-from oddspot.experiments.tables import fmt
+from oddspot.experiments.tables import fmt, md_table, write_results_md
 from oddspot.files import atomic_write_text
 
 CSV_COLUMNS = ("cell_id", "group", "setting", "seed", "status", "error", "score", "miou", "auroc", "ap",
@@ -53,11 +53,6 @@ def csv_rows(cell: RoadCell, result: dict[str, Any] | None) -> list[dict[str, An
     return [{**common, "score": name, **metrics} for name, metrics in values.get("scores", {}).items()]
 
 
-def _table(header: tuple[str, ...], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return lines + ["| " + " | ".join(r) + " |" for r in rows] + [""]
-
-
 def write_road_tables(cfg: RoadStudyConfig, results: list[tuple[RoadCell, dict[str, Any] | None]]) -> dict[str, Path]:
     """Write results.csv and results.md under cfg.out; return their paths."""
     rows = [r for cell, res in results for r in csv_rows(cell, res)]
@@ -83,7 +78,7 @@ def write_road_tables(cfg: RoadStudyConfig, results: list[tuple[RoadCell, dict[s
         seg_rows.append([group, setting, str(len(mine)), fmt_mean_std([r["miou"] for r in mine.values()]),
                          fmt_mean_std([r["fit_seconds"] for r in mine.values()], 1)])
     md += ["## Segmentation", ""]
-    md += _table(("group", "setting", "n", "validation mIoU", "fit s"), seg_rows)
+    md += md_table(("group", "setting", "n", "validation mIoU", "fit s"), seg_rows)
     md += ["## Anomaly scores", ""]
     for score in cfg.scores:
         body = []
@@ -91,20 +86,12 @@ def write_road_tables(cfg: RoadStudyConfig, results: list[tuple[RoadCell, dict[s
             mine = [r for r in ok if (r["group"], r["setting"], r["score"]) == (group, setting, score)]
             body.append([group, setting, str(len(mine))] + [fmt_mean_std([r.get(k) for r in mine]) for k, _ in SCORE_METRICS])
         md += [f"### `{score}`", ""]
-        md += _table(("group", "setting", "n", *(label for _, label in SCORE_METRICS)), body)
+        md += md_table(("group", "setting", "n", *(label for _, label in SCORE_METRICS)), body)
     best = _best_lines(ok, settings, cfg.scores)
     if best:
         md += ["## Best score per setting (mean pixel AUROC)", ""] + best
-    failed = [r for r in rows if r["status"] == "error"]
-    if failed:
-        md += ["## Failed cells", ""]
-        md += _table(("cell", "error"), [[r["cell_id"], str(r["error"]).replace("|", "\\|")] for r in failed])
-    pending = [r for r in rows if r["status"] == "pending"]
-    if pending:
-        md += [f"{len(pending)} cells have not run yet.", ""]
-    md += ["Every cell and score, per seed: `results.csv`; each evaluation record: `cells/<group>/<setting>/seed=<s>/eval`.", ""]
-    md_path = cfg.out / "results.md"
-    atomic_write_text(md_path, "\n".join(md))
+    md_path = write_results_md(cfg.out, md, rows, "Every cell and score, per seed: `results.csv`; each evaluation record: "
+                                                   "`cells/<group>/<setting>/seed=<s>/eval`.")
     return {"results_csv": csv_path, "results_md": md_path}
 
 
@@ -117,4 +104,4 @@ def _best_lines(ok: list[dict[str, Any]], settings: list[tuple[str, str]], score
         if known:
             top = max(known, key=lambda s: known[s])
             body.append([group, setting, top, fmt(known[top])])
-    return _table(("group", "setting", "best score", "pixel AUROC"), body) if body else []
+    return md_table(("group", "setting", "best score", "pixel AUROC"), body) if body else []

@@ -97,10 +97,25 @@ def _ci(row: Row, metric: str) -> str:
     return f"{value} [{fmt(lo)}, {fmt(hi)}]" if lo is not None and hi is not None else value
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A Markdown table's lines, then a blank line."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return lines + [""]
+
+
+def write_results_md(out: Path, md: list[str], rows: Sequence[dict[str, Any]], footer: str) -> Path:
+    """Write out/results.md: the lines `md`, the failed cells and the count of pending ones among `rows`, `footer`."""
+    failed = [r for r in rows if r["status"] == "error"]
+    if failed:
+        md = md + ["## Failed cells", ""] + md_table(("cell", "error"),
+                                                     [[r["cell_id"], str(r["error"]).replace("|", "\\|")] for r in failed])
+    pending = [r for r in rows if r["status"] == "pending"]
+    if pending:
+        md = md + [f"{len(pending)} cells have not run yet.", ""]
+    path = out / "results.md"
+    atomic_write_text(path, "\n".join(md + [footer, ""]))
+    return path
 
 
 MAIN_HEADER = ("category", "protocol", "image AUROC [95% CI]", "image AP", "image F1-max", "F1 @thr", "precision @thr",
@@ -189,7 +204,7 @@ def global_lines(rows: list[Row]) -> list[str]:
                      fmt_int(_num(c, "memory_bank_size")), fmt_int(_num(g, "memory_bank_size"))])
     header = ("category", "detector", "per-category image AUROC", "global image AUROC", "Δ", "per-category pixel AUROC",
               "global pixel AUROC", "per-category F1 @thr", "global F1 @thr", "per-category bank", "global bank")
-    return _table(header, body)
+    return md_table(header, body)
 
 
 def ablation_lines(rows: list[Row]) -> list[str]:
@@ -215,7 +230,7 @@ def ablation_lines(rows: list[Row]) -> list[str]:
                 if len(srows) > 1 and all(v is not None for v in vals + pvals):
                     body.append([setting, "**mean**", f"**{sum(vals) / len(vals):.3f}**", "", f"**{sum(pvals) / len(pvals):.3f}**",
                                  "", "", "", "", ""])
-            lines += _table(("setting", "category", "image AUROC", "image AP", "pixel AUROC", "AUPRO", "F1 @thr",
+            lines += md_table(("setting", "category", "image AUROC", "image AP", "pixel AUROC", "AUPRO", "F1 @thr",
                              "fit s", "predict s", "memory bank"), body)
     return lines
 
@@ -253,7 +268,7 @@ def write_tables(cfg: ExperimentConfig, results: list[tuple[Cell, dict[str, Any]
           "threshold for pixel F1); AUROC, AP, F1-max and AUPRO do not depend on any threshold.", ""]
     if main:
         md += ["## Protocols", ""]
-        md += _table(MAIN_HEADER, [_main_cells(r) for r in main])
+        md += md_table(MAIN_HEADER, [_main_cells(r) for r in main])
     rec = recovery_lines([r for r in rows if r["status"] == "ok"])
     if rec:
         md += ["## What the shift costs and what recovers it", ""] + rec + [""]
@@ -263,13 +278,5 @@ def write_tables(cfg: ExperimentConfig, results: list[tuple[Cell, dict[str, Any]
     abl = ablation_lines([r for r in rows if r["status"] == "ok"])
     if abl:
         md += ["## Ablations", ""] + abl
-    failed = [r for r in rows if r["status"] == "error"]
-    if failed:
-        md += ["## Failed cells", ""] + _table(("cell", "error"), [[r["cell_id"], r["error"].replace("|", "\\|")] for r in failed])
-    pending = [r for r in rows if r["status"] == "pending"]
-    if pending:
-        md += [f"{len(pending)} cells have not run yet.", ""]
-    md += ["Every row, with all image and pixel metrics and CIs: `results.csv`. Plots: `plots/`.", ""]
-    md_path = cfg.out / "results.md"
-    atomic_write_text(md_path, "\n".join(md))
+    md_path = write_results_md(cfg.out, md, rows, "Every row, with all image and pixel metrics and CIs: `results.csv`. Plots: `plots/`.")
     return {"results_csv": csv_path, "results_md": md_path}
