@@ -146,6 +146,19 @@ def road_deeplabv3plus(tmp: Path, seed: int = 3) -> Case:
     return Case(model, test, _images_spec(test, tmp), root)
 
 
+def untrained_road_model(data: Path, **options: Any) -> Any:
+    """A RoadModel with `options`, a seeded untrained network (no download) and its scores fitted on `data`."""
+    import torch
+
+    from oddspot.road.estimator import RoadModel
+    from oddspot.road.model import DeepLabV3Plus
+
+    model = RoadModel(device="cpu", **options)
+    torch.manual_seed(0)
+    model.network = DeepLabV3Plus(model.config.model, pretrained=False)
+    return model.fit_scores(data, log=lambda s: None)
+
+
 def _videos(tmp: Path):
     from oddspot.data.synthetic_video import generate_video_dataset
     from oddspot.video.datasets import open_video_dataset

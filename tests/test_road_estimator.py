@@ -10,15 +10,14 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
+from model_cases import untrained_road_model
 from oddspot.cli import cli
 from oddspot.data.streethazards import load_split
 from oddspot.data.toy_streets import ToyStreetConfig, generate_toy_streets
 from oddspot.errors import OddspotError
 from oddspot.road.estimator import RoadConfig, RoadModel
-from oddspot.road.model import DeepLabV3Plus
 from oddspot.road.scorer import SCORE_NAMES
 from oddspot.runs.contract import load_record, save_record
 from oddspot.runs.registry import build_model, load_model
@@ -34,10 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def quick_model(data) -> RoadModel:
     """A RoadModel with a seeded untrained network and its scores fitted on `data`."""
-    model = RoadModel(device="cpu", **OPTIONS)
-    torch.manual_seed(0)
-    model.network = DeepLabV3Plus(model.config.model, pretrained=False)
-    return model.fit_scores(data, log=lambda s: None)
+    return untrained_road_model(data, **OPTIONS)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from model_cases import untrained_road_model
 from oddspot.data.streethazards import load_split
 from oddspot.data.toy_streets import ToyStreetConfig, generate_toy_streets
 from oddspot.errors import OddspotError
@@ -24,7 +25,6 @@ from oddspot.road.head import (
     heat_parts,
     suppress_boundaries,
 )
-from oddspot.road.model import DeepLabV3Plus
 from oddspot.runs.contract import Record
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -188,11 +188,7 @@ def toy(tmp_path_factory):
 
 
 def fitted(data, **scores) -> RoadModel:
-    options = {**OPTIONS, "scores": {**OPTIONS["scores"], **scores}}
-    model = RoadModel(device="cpu", **options)
-    torch.manual_seed(0)
-    model.network = DeepLabV3Plus(model.config.model, pretrained=False)
-    return model.fit_scores(data, log=lambda s: None)
+    return untrained_road_model(data, **{**OPTIONS, "scores": {**OPTIONS["scores"], **scores}})
 
 
 @pytest.fixture(scope="module")

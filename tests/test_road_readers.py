@@ -13,18 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from model_cases import untrained_road_model
 from oddspot.cli import cli
 from oddspot.data.road_benchmarks import VOID, detect_road_layout, open_benchmark
 from oddspot.data.streethazards import load_split
 from oddspot.data.toy_streets import ToyStreetConfig, generate_toy_streets
 from oddspot.errors import OddspotError
-from oddspot.road.estimator import RoadModel
 from oddspot.road.external import evaluate_benchmark
-from oddspot.road.model import DeepLabV3Plus
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 H, W = 48, 96
@@ -144,13 +142,10 @@ def toy(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(toy):
-    m = RoadModel(device="cpu", model={"aspp_channels": 16, "aspp_rates": [1, 2], "low_level_channels": 8,
-                                       "decoder_channels": 16, "aux_channels": 8},
-                  train={"epochs": 1, "batch_size": 2, "seed": 5},
-                  scores={"val_pixels_per_image": 300, "pixels_per_class": 16, "seed": 5})
-    torch.manual_seed(0)
-    m.network = DeepLabV3Plus(m.config.model, pretrained=False)
-    return m.fit_scores(toy, log=lambda s: None)
+    return untrained_road_model(toy, model={"aspp_channels": 16, "aspp_rates": [1, 2], "low_level_channels": 8,
+                                            "decoder_channels": 16, "aux_channels": 8},
+                                train={"epochs": 1, "batch_size": 2, "seed": 5},
+                                scores={"val_pixels_per_image": 300, "pixels_per_class": 16, "seed": 5})
 
 
 @pytest.fixture(scope="module")
