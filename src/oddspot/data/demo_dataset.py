@@ -26,7 +26,8 @@ def texture_photo(name: str) -> np.ndarray:
     return np.ascontiguousarray(img[..., :3]).astype(np.uint8)
 
 
-def _tile(photo: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+def random_tile(photo: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random `size` square crop of `photo`, flipped left-right and up-down each with probability 1/2."""
     y = int(rng.integers(0, photo.shape[0] - size + 1))
     x = int(rng.integers(0, photo.shape[1] - size + 1))
     tile = photo[y:y + size, x:x + size]
@@ -51,13 +52,13 @@ def build_demo_dataset(root: str | Path, categories: tuple[str, ...] = TEXTURES,
         photo = photos[cat]
         foreign = [photos[n] for n in photos if n != cat]
         for i in range(n_train):
-            write_png(root / cat / "train" / "good" / f"{i:03d}.png", _tile(photo, tile, rng))
+            write_png(root / cat / "train" / "good" / f"{i:03d}.png", random_tile(photo, tile, rng))
         for i in range(n_test_good):
-            write_png(root / cat / "test" / "good" / f"{i:03d}.png", _tile(photo, tile, rng))
+            write_png(root / cat / "test" / "good" / f"{i:03d}.png", random_tile(photo, tile, rng))
         for i in range(n_test_bad):
             kind = KINDS[i % len(KINDS)]
             src = foreign[int(rng.integers(len(foreign)))]
-            bad, mask, _ = synthesize_anomaly(_tile(photo, tile, rng), rng, kind=kind, foreign=src)
+            bad, mask, _ = synthesize_anomaly(random_tile(photo, tile, rng), rng, kind=kind, foreign=src)
             write_png(root / cat / "test" / kind / f"{i:03d}.png", bad)
             write_png(root / cat / "ground_truth" / kind / f"{i:03d}_mask.png", mask.astype(np.uint8) * 255)
     write_json(root / "dataset.json", {"generator": "oddspot.data.demo_dataset", "seed": seed,

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from oddspot.data.defects import FAMILIES, make_defect
+from oddspot.data.demo_dataset import random_tile
 from oddspot.errors import OddspotError
 from oddspot.files import atomic_write_bytes, write_json, write_png
 
@@ -86,17 +87,6 @@ def photo(name: str) -> np.ndarray:
     img = np.ascontiguousarray(img).astype(np.uint8)
     img.flags.writeable = False
     return img
-
-
-def _texture_tile(src: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    y = int(rng.integers(0, src.shape[0] - size + 1))
-    x = int(rng.integers(0, src.shape[1] - size + 1))
-    tile = src[y:y + size, x:x + size]
-    if rng.random() < 0.5:
-        tile = tile[:, ::-1]
-    if rng.random() < 0.5:
-        tile = tile[::-1]
-    return np.ascontiguousarray(tile)
 
 
 def _square(img: np.ndarray) -> np.ndarray:
@@ -197,10 +187,10 @@ def _drawer(category: str, tile: int, rng: np.random.Generator) -> Callable[[], 
     """A function drawing one normal image of `category` and its object mask (None for a texture or a photo scene)."""
     if category in TEXTURES + HOLDOUT_TEXTURES:
         src = photo(category)
-        return lambda: (_texture_tile(src, tile, rng), None)
+        return lambda: (random_tile(src, tile, rng), None)
     if category == "horse":
         fur = photo("grass")
-        return lambda: _horse_scene(tile, rng, _texture_tile(fur, min(512, int(round(tile * 1.25))), rng))
+        return lambda: _horse_scene(tile, rng, random_tile(fur, min(512, int(round(tile * 1.25))), rng))
     square = _square(photo(category))
     return lambda: (_posed([square], tile, rng, 4.0)[0], None)
 
