@@ -71,10 +71,28 @@ def test_evaluate_writes_the_evaluation_record(fitted_run, tiny_mvtec, tmp_path)
     assert m["run"]["n_test"] == len(split["test"])
 
 
-def test_standard_split_evaluates_all_test_images(fitted_run, tiny_mvtec, tmp_path):
-    res = run_cli("evaluate", fitted_run, tiny_mvtec, "--category", "brick", "--out", tmp_path, "--split", "standard", "--bootstrap", "0")
+@pytest.fixture(scope="module")
+def standard_run(tiny_mvtec, small_options, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("standard_run")
+    config = run.parent / "cfg_standard.yaml"
+    config.write_text(yaml.safe_dump(small_options))
+    res = run_cli("fit", tiny_mvtec, "--category", "brick", "--out", run, "--config", config, "--split", "standard")
+    assert res.exit_code == 0, res.output
+    return run
+
+
+def test_standard_split_evaluates_all_test_images(standard_run, tiny_mvtec, tmp_path):
+    res = run_cli("evaluate", standard_run, tiny_mvtec, "--category", "brick", "--out", tmp_path, "--bootstrap", "0")
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "metrics.json").read_text())["run"]["n_test"] == 9
+
+
+def test_standard_split_refuses_a_run_calibrated_on_test_images(fitted_run, tiny_mvtec, tmp_path):
+    calibrated_on = json.loads((fitted_run / "split.json").read_text())["validation"]
+    assert any(k.startswith("test/") for k in calibrated_on)
+    res = run_cli("evaluate", fitted_run, tiny_mvtec, "--category", "brick", "--out", tmp_path / "e", "--split", "standard")
+    assert res.exit_code == 2 and "calibrated on" in res.output and "--split standard" in res.output
+    assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "e" / "metrics.json").exists()
 
 
 def test_predict_writes_scores_heatmaps_maps_and_skips_bad_file(fitted_run, tiny_mvtec, tmp_path):
@@ -96,7 +114,7 @@ def test_predict_writes_scores_heatmaps_maps_and_skips_bad_file(fitted_run, tiny
     assert "zz_broken.png" in (out / "errors.csv").read_text()
 
 
-def _bad_input_cases(tiny_mvtec: Path, run: Path, tmp: Path):
+def _bad_input_cases(tiny_mvtec: Path, run: Path, standard: Path, tmp: Path):
     empty = tmp / "empty"
     (empty / "c" / "train" / "good").mkdir(parents=True)
     trunc = tmp / "trunc"
@@ -112,7 +130,7 @@ def _bad_input_cases(tiny_mvtec: Path, run: Path, tmp: Path):
         "empty train": (["fit", empty, "-c", "c", "-o", tmp / "r2"], "no training images"),
         "unknown category": (["fit", tiny_mvtec, "-c", "carpet", "-o", tmp / "r3"], "carpet"),
         "truncated image": (["fit", trunc, "-c", "brick", "-o", tmp / "r4"], "003.png"),
-        "mask size": (["evaluate", run, wrong, "-c", "brick", "-o", tmp / "e1", "--split", "standard"], mask.name),
+        "mask size": (["evaluate", standard, wrong, "-c", "brick", "-o", tmp / "e1"], mask.name),
         "unknown option": (["fit", tiny_mvtec, "-c", "brick", "-o", tmp / "r5", "--coreset", "0.1"], "--coreset"),
         "bad config key": (["fit", tiny_mvtec, "-c", "brick", "-o", tmp / "r6", "--config", tmp / "bad.yaml"], "corset_ratio"),
         "bad config value": (["inspect", "fit", tiny_mvtec, "-c", "brick", "-o", tmp / "r7", "--config", tmp / "range.yaml"],
@@ -122,10 +140,10 @@ def _bad_input_cases(tiny_mvtec: Path, run: Path, tmp: Path):
     }
 
 
-def test_bad_inputs_give_one_line_error_and_exit_2(tiny_mvtec, fitted_run, tmp_path):
+def test_bad_inputs_give_one_line_error_and_exit_2(tiny_mvtec, fitted_run, standard_run, tmp_path):
     (tmp_path / "bad.yaml").write_text("corset_ratio: 0.1\n")
     (tmp_path / "range.yaml").write_text("coreset_ratio: 2.0\n")
-    for name, (args, needle) in _bad_input_cases(tiny_mvtec, fitted_run, tmp_path).items():
+    for name, (args, needle) in _bad_input_cases(tiny_mvtec, fitted_run, standard_run, tmp_path).items():
         res = run_cli(*args)
         assert res.exit_code == 2, (name, res.output)
         lines = res.stderr.splitlines()
@@ -172,9 +190,9 @@ def test_data_writes_a_dataset_that_fits(tmp_path):
     assert json.loads((tmp_path / "d" / "dataset.json").read_text())["seed"] == 5
 
 
-def test_verb_config_file_sets_option_values(fitted_run, tiny_mvtec, tmp_path):
+def test_verb_config_file_sets_option_values(standard_run, tiny_mvtec, tmp_path):
     (tmp_path / "eval.yaml").write_text("category: brick\nbootstrap: 0\ngallery: 0\nsplit: standard\n")
-    res = run_cli("inspect", "evaluate", fitted_run, tiny_mvtec, "-o", tmp_path / "e", "--config", tmp_path / "eval.yaml")
+    res = run_cli("inspect", "evaluate", standard_run, tiny_mvtec, "-o", tmp_path / "e", "--config", tmp_path / "eval.yaml")
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert m["run"]["n_test"] == 9 and not (tmp_path / "e" / "gallery").exists()

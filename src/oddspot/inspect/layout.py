@@ -19,7 +19,7 @@ from oddspot.data.image_io import read_image
 from oddspot.data.layouts import InspectData, open_dataset
 from oddspot.data.mvtec import SampleRef
 from oddspot.data.mvtec_ad2 import private_hint
-from oddspot.data.splits import PROTOCOLS, load_or_create_manifest, select
+from oddspot.data.splits import PROTOCOLS, load_or_create_manifest, read_manifest, select
 from oddspot.errors import OddspotError
 from oddspot.files import read_json
 from oddspot.runs.registry import kinds, model_class
@@ -100,6 +100,7 @@ def split_test_data(run: Path, data: str | Path | None, category: str | None, sp
         raise OddspotError(f"{where} must be one of {', '.join(PROTOCOLS)}, got {protocol!r:.40}")
     if protocol == "standard":
         test = dataset.refs["test"]
+        _refuse_calibration_images(Path(run), dataset, test, info.get("split", "validation"))
     else:
         seed = info.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int):
@@ -110,6 +111,21 @@ def split_test_data(run: Path, data: str | Path | None, category: str | None, sp
         raise OddspotError(f"{dataset.root}: no test images for --split {protocol}; add test images"
                            f"{private_hint(dataset.root) if dataset.layout == 'mvtec_ad2' else ''}")
     return dataset, test, protocol
+
+
+def _refuse_calibration_images(run: Path, dataset: InspectData, test: list[SampleRef], run_protocol: Any) -> None:
+    """A one-line error when the run's own split calibrated on any of `test`: scoring them would grade
+    the model on the images its threshold and normalization came from."""
+    path = run / SPLIT_FILE
+    if run_protocol == "standard" or not path.exists():
+        return
+    manifest = read_manifest(path, dataset.refs, dataset.root, run_protocol)
+    in_test = {r.key(dataset.root) for r in test}
+    shared = [k for k in manifest["validation"] if k in in_test]
+    if shared:
+        raise OddspotError(f"{run}: the model was calibrated on {len(shared)} test images (first: {shared[0]}) by its "
+                           f"--split {run_protocol}, so --split standard would score them; evaluate with the run's "
+                           "own split, or fit with --split standard")
 
 
 def batched(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
