@@ -5,6 +5,7 @@ Public API:
   metrics at a threshold and plotting curves, streamed in bounded memory.
 - `PerImageMetrics`: the same metrics averaged per image (images with both classes).
 - `AUPRO`: MVTec per-region-overlap area, streamed over images.
+- `SPRO`: MVTec LOCO AD's saturated per-region overlap, streamed over images.
 - `ConfusionMatrix`: streamed confusion matrix, per-class IoU, mIoU.
 - `bootstrap_ci`: seeded percentile intervals for image-level AUROC / AP / F1-max.
 - `defect_type_breakdown`, `size_breakdown`: image-level metrics per defect type / size.
@@ -21,11 +22,13 @@ from oddspot.metrics.per_image import PerImageMetrics
 from oddspot.metrics.ranking import RANKING_METRICS, BinaryRankingMetrics
 from oddspot.metrics.score_table import Bins, ScoreTable
 from oddspot.metrics.segmentation import ConfusionMatrix
+from oddspot.metrics.spro import SPRO
 from oddspot.metrics.undefined import UndefinedMetricWarning
 
 __all__ = [
     "AUPRO",
     "RANKING_METRICS",
+    "SPRO",
     "BinaryRankingMetrics",
     "Bins",
     "ConfusionMatrix",

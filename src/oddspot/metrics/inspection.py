@@ -22,6 +22,7 @@ from oddspot.metrics.breakdowns import defect_type_breakdown, size_breakdown
 from oddspot.metrics.per_image import PerImageMetrics
 from oddspot.metrics.ranking import BinaryRankingMetrics, ranking_curves, ranking_metrics, threshold_metrics
 from oddspot.metrics.score_table import ScoreTable
+from oddspot.metrics.spro import SPRO
 
 
 def _plain(obj: Any) -> Any:
@@ -49,6 +50,9 @@ class InspectionEvaluator:
         size_edges: two area fractions splitting defects into small / medium / large; None =
             terciles of the defective images' mask areas.
         max_exact_values, max_bins, threads: pixel score-table settings (see `ScoreTable`).
+        spro_groups: when given (MVTec LOCO AD: its two defect families), sPRO (`metrics.spro`) is
+            computed over all defective images and per group (each against all good images), and
+            every defective image with a map must come with its `regions`.
 
     Each image may carry a `key` (its index in the dataset, or its path); per-image results are
     computed in key order (insertion order by default), so `merge` of evaluators that saw disjoint
@@ -64,6 +68,7 @@ class InspectionEvaluator:
         max_exact_values: int = 2**22,
         max_bins: int = 2**23,
         threads: int = 1,
+        spro_groups: Sequence[str] | None = None,
     ) -> None:
         if int(bootstrap) != bootstrap or bootstrap < 0:
             raise OddspotError(f"InspectionEvaluator: bootstrap must be an integer >= 0, got {bootstrap!r}")
@@ -79,6 +84,10 @@ class InspectionEvaluator:
         self._pixel = BinaryRankingMetrics(max_exact_values, max_bins, threads=threads)
         self._per_image = PerImageMetrics()
         self._aupro = AUPRO(fpr_limit, max_exact_values, max_bins, threads=threads)
+        self.spro_groups = None if spro_groups is None else tuple(str(g) for g in spro_groups)
+        self._spro = None if self.spro_groups is None else {
+            g: SPRO(max_exact_values=max_exact_values, max_bins=max_bins, threads=threads)
+            for g in ("all", *self.spro_groups)}
         self._scores: list[float] = []
         self._labels: list[int] = []
         self._types: list[str] = []
@@ -95,12 +104,15 @@ class InspectionEvaluator:
         mask: np.ndarray | None = None,
         defect_type: str = "good",
         key: int | str | None = None,
+        regions: Sequence[tuple[np.ndarray, float]] | None = None,
     ) -> None:
         """Add one image: its score, label (0 good / 1 defective), optional H x W map and mask.
 
         A good image's mask may be None (all False). A defective image without a mask counts
         for image-level metrics only. Bad input raises OddspotError and changes nothing.
-        `key` orders the image among merged states (see the class docstring).
+        `key` orders the image among merged states (see the class docstring). `regions`: the
+        sPRO regions of a defective image, each (bool H x W mask, saturation in pixels); only
+        with `spro_groups`.
         """
         where = f"InspectionEvaluator.add ({defect_type})"
         k = item_key(key, len(self._scores), where)
@@ -129,10 +141,16 @@ class InspectionEvaluator:
                 raise OddspotError(f"{where}: anomaly_map has {int(np.isnan(amap).sum())} NaN values; fix the scorer")
             if gt is None and label == 0:
                 gt = np.zeros(amap.shape, bool)
+        spro = self._spro_targets(amap, gt, label, defect_type, regions, where)
         if amap is not None and gt is not None:
             self._pixel.update(amap, gt)
             self._per_image.update(amap, gt, key=k)
             self._aupro.update(amap, gt)
+            for state in spro:
+                if label == 0:
+                    state.update_good(amap)
+                else:
+                    state.update_defective(amap, regions or ())
             self._n_maps += 1
         elif amap is not None:
             self._no_mask += 1
@@ -142,20 +160,47 @@ class InspectionEvaluator:
         self._areas.append(float(gt.mean()) if gt is not None and label == 1 and gt.size else float("nan"))
         self._keys.append(k)
 
+    def _spro_targets(self, amap: np.ndarray | None, gt: np.ndarray | None, label: int, defect_type: str,
+                      regions: Sequence[tuple[np.ndarray, float]] | None, where: str) -> list[SPRO]:
+        """The sPRO states this image goes to (checked before any state changes)."""
+        if self._spro is None:
+            if regions is not None:
+                raise OddspotError(f"{where}: regions were given but this evaluator computes no sPRO; pass spro_groups")
+            return []
+        if amap is None or gt is None:
+            return []
+        if label == 0:
+            return list(self._spro.values())
+        if defect_type not in self._spro:
+            raise OddspotError(f"{where}: defect type {defect_type!r} is not an sPRO group "
+                               f"({', '.join(self.spro_groups or ())})")
+        if not regions:
+            raise OddspotError(f"{where}: a defective image needs its sPRO regions (one mask per defect)")
+        for k, (mask, saturation) in enumerate(regions):
+            region = binary_array(mask, where, "region mask")
+            if region.shape != gt.shape or not region.any() or (region & ~gt).any():
+                raise OddspotError(f"{where}: sPRO region {k} must be a non-empty part of the image's mask {gt.shape}")
+            if isinstance(saturation, bool) or not isinstance(saturation, (int, float)) \
+                    or not math.isfinite(saturation) or saturation <= 0:
+                raise OddspotError(f"{where}: sPRO region {k} saturation {saturation!r:.40} must be a finite number > 0")
+        return [self._spro["all"], self._spro[defect_type]]
+
     def merge(self, other: InspectionEvaluator) -> InspectionEvaluator:
         """Add the images `other` saw (another process's evaluator, same settings, disjoint keys); returns self."""
         where = "InspectionEvaluator.merge"
         if not isinstance(other, InspectionEvaluator):
             raise OddspotError(f"{where}: expected InspectionEvaluator, got {type(other).__name__}")
-        mine = (self.fpr_limit, self.bootstrap, self.seed, self.size_edges)
-        theirs = (other.fpr_limit, other.bootstrap, other.seed, other.size_edges)
+        mine = (self.fpr_limit, self.bootstrap, self.seed, self.size_edges, self.spro_groups)
+        theirs = (other.fpr_limit, other.bootstrap, other.seed, other.size_edges, other.spro_groups)
         if mine != theirs:
-            raise OddspotError(f"{where}: settings (fpr_limit, bootstrap, seed, size_edges) {theirs} != {mine}; "
+            raise OddspotError(f"{where}: settings (fpr_limit, bootstrap, seed, size_edges, spro_groups) {theirs} != {mine}; "
                                "merge evaluators made with one setting")
         check_disjoint(self._keys, other._keys, where)
         self._pixel.merge(other._pixel)
         self._per_image.merge(other._per_image)
         self._aupro.merge(other._aupro)
+        for group, state in (self._spro or {}).items():
+            state.merge(other._spro[group])  # type: ignore[index]
         self._scores += other._scores
         self._labels += other._labels
         self._types += other._types
@@ -207,6 +252,8 @@ class InspectionEvaluator:
             pixel["per_image"] = self._per_image.compute()
             pixel["n_images"] = self._n_maps
             pixel["n_defective_without_mask"] = self._no_mask
+            if self._spro is not None:
+                pixel["spro"] = {group: state.compute() for group, state in self._spro.items()}
             if pixel_threshold is not None:
                 pixel["at_threshold"] = self._pixel.at_threshold(pixel_threshold)
         types, areas = self._types_areas()
