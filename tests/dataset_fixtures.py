@@ -18,7 +18,7 @@ from PIL import Image
 AD2_TAGS = ("regular", "overexposed", "underexposed", "shift_1", "shift_2", "shift_3")
 LOCO_DEFECTS = [
     {"defect_name": "missing_almonds", "pixel_value": 255, "saturation_threshold": 1, "relative_saturation": True},
-    {"defect_name": "too_many_oranges", "pixel_value": 254, "saturation_threshold": 1, "relative_saturation": True},
+    {"defect_name": "too_many_oranges", "pixel_value": 254, "saturation_threshold": 20, "relative_saturation": False},
     {"defect_name": "box_damaged", "pixel_value": 243, "saturation_threshold": 1.0, "relative_saturation": True},
 ]
 

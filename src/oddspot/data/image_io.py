@@ -193,8 +193,8 @@ def read_image(path: str | os.PathLike[str], reduce_to: int | None = None) -> np
     return np.asarray(Image.fromarray(rgb).reduce(scale))
 
 
-def read_mask(path: str | os.PathLike[str], shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Read a ground-truth mask as H x W bool (any non-zero pixel is anomalous).
+def read_mask_values(path: str | os.PathLike[str], shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a ground-truth mask's raw values as H x W (the largest of R, G, B for a colour file; 0 = normal).
 
     With `shape` (H, W), a mask of another size is an error naming the file.
     """
@@ -203,13 +203,20 @@ def read_mask(path: str | os.PathLike[str], shape: tuple[int, int] | None = None
     arr = np.asarray(img)
     if arr.ndim == 3:
         arr = arr[..., :3].max(axis=2) if img.mode != "LA" else arr[..., 0]
-    mask = arr > 0
-    if shape is not None and mask.shape != tuple(shape):
+    if shape is not None and arr.shape != tuple(shape):
         raise OddspotError(
-            f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {shape[1]}x{shape[0]}; "
+            f"{path}: mask is {arr.shape[1]}x{arr.shape[0]} but its image is {shape[1]}x{shape[0]}; "
             "masks must have the size of their image"
         )
-    return mask
+    return arr
+
+
+def read_mask(path: str | os.PathLike[str], shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a ground-truth mask as H x W bool (any non-zero pixel is anomalous).
+
+    With `shape` (H, W), a mask of another size is an error naming the file.
+    """
+    return read_mask_values(path, shape) > 0
 
 
 def read_masks(paths: Sequence[str | os.PathLike[str]], shape: tuple[int, int] | None = None) -> np.ndarray:
