@@ -260,8 +260,16 @@ def test_cli_fit_evaluate_round_trip_on_loco_and_folder(tmp_path, small_options)
     assert "breakfast_box (loco layout)" in res.output
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert (info["layout"], info["category"], info["n_train"], info["n_validation"]) == ("loco", "breakfast_box", 4, 2)
-    run_cli("inspect", "evaluate", tmp_path / "run", "-o", tmp_path / "eval", "--bootstrap", "0", "--gallery", "0")
+    res = run_cli("inspect", "evaluate", tmp_path / "run", "-o", tmp_path / "eval", "--bootstrap", "0", "--gallery", "0",
+                  "--report")
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    spro = metrics["pixel"]["spro"]
+    assert f"sPRO@0.05 {spro['all']['auc']['0.05']:.4f}" in res.output
+    assert {g: v["n_regions"] for g, v in spro.items()} == {"all": 6, "logical_anomalies": 3, "structural_anomalies": 3}
+    assert all(0 <= v["auc"]["0.05"] <= 1 and v["n_good_images"] == 3 for v in spro.values())
+    assert metrics["run"]["spro_saturation"] == "defects_config.json"
+    page = Path(res.output.split("report: ")[1].split()[0]).read_text()
+    assert "sPRO (FPR ≤ 0.05), logical anomalies" in page and "sPRO (FPR ≤ 0.05)</td>" in page
     rows = metrics["breakdowns"]["defect_type"]
     assert {k: (v["n"], v["n_good"]) for k, v in rows.items()} == {"logical_anomalies": (2, 3),
                                                                      "structural_anomalies": (2, 3)}

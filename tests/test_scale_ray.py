@@ -273,3 +273,25 @@ def test_sources_folders_and_manifests_list_in_order(tmp_path):
     (tmp_path / "other" / "a.png").write_bytes(b"x")
     with pytest.raises(OddspotError, match="would both be written as a.png"):
         list_inputs([tmp_path / "imgs", tmp_path / "other"])
+
+
+def test_ray_evaluate_of_a_loco_category_carries_the_same_spro(ray_session, one_torch_thread, tmp_path):
+    """Each worker reads the sPRO regions of its images from their mask files and defects_config.json; the merged
+    states give the single-process record, sPRO per family included."""
+    from dataset_fixtures import make_loco
+
+    from oddspot import inspect
+    from oddspot.scale.evaluate import evaluate_inspect
+
+    data = make_loco(tmp_path / "loco", n_train=4, n_val=2, n_good=3, n_logical=2, n_structural=3)
+    inspect.fit(data, "breakfast_box", tmp_path / "run", options={"image_size": 64, "coreset_ratio": 0.25},
+                split="standard")
+    inspect.evaluate(tmp_path / "run", None, None, tmp_path / "local", bootstrap=0, gallery=0, warn=lambda m: None)
+    evaluate_inspect(tmp_path / "run", None, None, tmp_path / "ray", bootstrap=0, gallery=0, actors=2, threads=1,
+                     device="cpu", runtime="torch", warn=lambda m: None)
+    local, distributed = (json.loads((tmp_path / p / "metrics.json").read_text()) for p in ("local", "ray"))
+    for m in (local, distributed):
+        for key in ("predict_seconds", "engine", "actors", "max_pixels"):
+            m["run"].pop(key, None)
+    assert local == distributed
+    assert local["pixel"]["spro"]["structural_anomalies"]["n_regions"] == 4  # the second of three images has two files

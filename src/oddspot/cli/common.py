@@ -198,3 +198,12 @@ def runtime_options(fn: Callable) -> Callable:
 def echo_err(message: str) -> None:
     """One line to stderr (warnings and skipped items)."""
     click.echo(message, err=True)
+
+
+def inspect_metrics_line(metrics: dict[str, Any]) -> str:
+    """The headline figures of an inspect evaluation record, on one line (sPRO at FPR 0.05 for MVTec LOCO AD)."""
+    pixel = metrics.get("pixel") or {}
+    line = (f"image AUROC {metrics['image']['auroc']:.4f}  pixel AUROC {pixel.get('auroc', math.nan):.4f}  "
+            f"AUPRO {pixel.get('aupro', math.nan):.4f}")
+    spro = (pixel.get("spro") or {}).get("all")
+    return line if spro is None else f"{line}  sPRO@0.05 {spro['auc'].get('0.05', math.nan):.4f}"

@@ -124,7 +124,7 @@ def _predict(task: str, kw: dict[str, Any], ray: dict[str, Any], batch_size: int
 
 
 def _evaluate(task: str, kw: dict[str, Any], ray: dict[str, Any], batch_size: int | None) -> None:
-    from oddspot.cli.common import echo_err
+    from oddspot.cli.common import echo_err, inspect_metrics_line
     from oddspot.scale import evaluate as scale
 
     out, run = Path(kw["out"]), Path(kw["run"])
@@ -136,9 +136,7 @@ def _evaluate(task: str, kw: dict[str, Any], ray: dict[str, Any], batch_size: in
                                    layout="folder" if kw.get("normal") else kw.get("layout"),
                                    abnormal=kw.get("abnormal"), masks=kw.get("masks"),
                                    **ray, **common)
-        pixel = m.get("pixel") or {}
-        line = (f"image AUROC {m['image']['auroc']:.4f}  pixel AUROC {pixel.get('auroc', float('nan')):.4f}  "
-                f"AUPRO {pixel.get('aupro', float('nan')):.4f}")
+        line = inspect_metrics_line(m)
     elif task == "road":
         from oddspot.data.road_benchmarks import detect_road_layout
 

@@ -13,6 +13,7 @@ import click
 
 from oddspot.cli.engine_options import engine_options
 from oddspot.cli.common import (
+    inspect_metrics_line,
     FiniteFloat,
     apply_runtime,
     check_out,
@@ -182,9 +183,7 @@ def evaluate_cmd(run: Path, data: Path | None, category: str | None, layout: str
         from oddspot.report import write_report
 
         click.echo(f"report: {write_report(out, warn=echo_err)}")
-    pixel = m.get("pixel") or {}
-    click.echo(f"image AUROC {m['image']['auroc']:.4f}  pixel AUROC {pixel.get('auroc', float('nan')):.4f}  "
-               f"AUPRO {pixel.get('aupro', float('nan')):.4f} on {m['run']['runtime']} -> {out / 'metrics.json'}")
+    click.echo(f"{inspect_metrics_line(m)} on {m['run']['runtime']} -> {out / 'metrics.json'}")
 
 
 def dataset_options(fn: Callable) -> Callable:

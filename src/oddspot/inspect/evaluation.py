@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from oddspot.data import loco
 from oddspot.data.image_io import max_pixels
+from oddspot.data.layouts import InspectData
 from oddspot.data.mvtec import SampleRef
 from oddspot.errors import OddspotError
 from oddspot.files import staged_output, write_json
@@ -49,7 +51,8 @@ def evaluate(run: str | Path, data: str | Path | None, category: str | None, out
         model = load_model(run, "inspect", device=device)
     cal = model.postprocess
     dataset, test, protocol = split_test_data(run, data, category, split, layout, abnormal, masks)
-    evaluator = InspectionEvaluator(bootstrap=bootstrap, seed=seed)
+    spro = spro_config(dataset)
+    evaluator = InspectionEvaluator(bootstrap=bootstrap, seed=seed, spro_groups=None if spro is None else loco.FAMILIES)
     pixel_stats = PixelStats()
     rows: list[tuple[Any, ...]] = []
     called = 0
@@ -60,16 +63,30 @@ def evaluate(run: str | Path, data: str | Path | None, category: str | None, out
         called += getattr(model, "last_call", {}).get("n_localizer", 0)
         for i, s in enumerate(samples):
             mask = s.mask if s.mask is not None else np.zeros(s.image.shape[:2], bool)
-            evaluator.add(float(pred.scores[i]), int(s.label), pred.maps[i], mask, s.meta["defect_type"])
+            regions = None if spro is None or s.label == 0 else loco.spro_regions(chunk[i].mask_paths, spro, mask.shape)
+            evaluator.add(float(pred.scores[i]), int(s.label), pred.maps[i], mask, s.meta["defect_type"], regions=regions)
             pixel_stats.add(pred.maps[i], mask)
             row = (s.meta["path"], s.label, s.meta["defect_type"], float(pred.scores[i]))
             rows.append(row if cal is None else (*row, float(pred.normalized[i]), int(pred.decisions[i])))
     seconds = time.perf_counter() - t0
     run_facts = {"category": dataset.category, "layout": dataset.layout, "model_kind": model.kind, "split": protocol, "n_test": len(test), "seed": seed,
                  "bootstrap_seed": seed, "predict_seconds": round(seconds, 3), "model": str(run), "max_pixels": max_pixels(),
-                 "runtime": getattr(model, "runtime", "torch")}
+                 "runtime": getattr(model, "runtime", "torch"), **spro_facts(spro)}
     out.mkdir(parents=True, exist_ok=True)
     return write_record(out, model, evaluator, rows, test, run_facts, called, gallery, warn, pixel_stats)
+
+
+def spro_config(dataset: InspectData) -> list[dict[str, Any]] | None:
+    """The defects config sPRO saturates regions with: MVTec LOCO AD only ([] without its
+    defects_config.json: regions then saturate at their area); None for every other layout."""
+    return loco.defects_config(dataset.root) if dataset.layout == "loco" else None  # root: the category folder
+
+
+def spro_facts(config: list[dict[str, Any]] | None) -> dict[str, str]:
+    """What run.json-style facts say about sPRO's saturation (nothing when sPRO is not computed)."""
+    if config is None:
+        return {}
+    return {"spro_saturation": loco.DEFECTS_CONFIG if config else "region area (no defects_config.json)"}
 
 
 def write_record(out: Path, model: Any, evaluator: InspectionEvaluator, rows: list[tuple[Any, ...]],

@@ -117,6 +117,9 @@ def summary_tables(ev: Evaluation, th: Thresholds) -> str:
                  [f"per-image AUROC (mean over {per.get('n_used', '?')} images)", per.get("auroc")],
                  ["per-image AP", per.get("ap")],
                  ["defect regions", pixel.get("n_regions")]]
+        for group, spro in (pixel.get("spro") or {}).items():  # MVTec LOCO AD
+            name = "sPRO (FPR ≤ 0.05)" + ("" if group == "all" else f", {group.replace('_', ' ')}")
+            prows.append([name, (spro.get("auc") or {}).get("0.05")])
         pci = pixel.get("ci") or {}
         if pci.get("n"):
             prows = [r if len(r) == 3 else [*r, ""] for r in prows]

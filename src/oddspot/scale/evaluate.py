@@ -96,20 +96,21 @@ def evaluate_inspect(run: str | Path, data: str | Path | None, category: str | N
 
     The dataset is the one given (any layout) or the one the run's run.json records, as in the
     single-process evaluate; every mask file of an image travels to the workers (LOCO has several)."""
-    from oddspot.inspect.evaluation import write_record
+    from oddspot.inspect.evaluation import spro_config, spro_facts, write_record
     from oddspot.inspect.layout import split_test_data
 
     run, out = Path(run), Path(out)
     model = _load(run, "inspect", runtime, precision, device)
     dataset, test, protocol = split_test_data(run, data, category, split, layout, abnormal, masks)
     data, category = dataset.root, dataset.category
+    spro = spro_config(dataset)
     items = [{"index": i, "path": str(r.path), "mask": json.dumps([str(p) for p in r.mask_paths]),
               "label": int(r.label), "defect_type": r.defect_type, "category": r.category} for i, r in enumerate(test)]
     budget = current_max_pixels() if max_pixels is None else max_pixels
     with staged_folder(out, inputs=(run, data)) as stage:
         t0 = time.perf_counter()
         kwargs = _worker_kwargs(run, stage, runtime, precision, device, threads, budget, bootstrap=bootstrap, seed=seed,
-                                batch=batch)
+                                batch=batch, spro=spro)
         part = fold(items, InspectFold, kwargs, address=address, actors=actors, threads=threads, device=device,
                     description=f"inspect evaluate on Ray ({actors} actors)", per_block=PER_BLOCK["inspect"],
                     decode=decode_samples, decode_kwargs={"max_pixels": budget})
@@ -120,7 +121,8 @@ def evaluate_inspect(run: str | Path, data: str | Path | None, category: str | N
         rows = [part.rows[i] for i in range(len(test))]
         run_facts = {"category": category, "layout": dataset.layout, "model_kind": model.kind, "split": protocol, "n_test": len(test),
                      "seed": seed, "bootstrap_seed": seed, "predict_seconds": round(seconds, 3), "model": str(run),
-                     "max_pixels": budget, "runtime": getattr(model, "runtime", "torch"), **_engine_facts(actors)}
+                     "max_pixels": budget, "runtime": getattr(model, "runtime", "torch"), **spro_facts(spro),
+                     **_engine_facts(actors)}
         metrics = write_record(stage, model, evaluator, rows, test, run_facts, part.extra.get("called", 0), gallery, warn,
                                pixel_stats)
     return metrics

@@ -126,12 +126,15 @@ class InspectFold(ModelWorker):
     task = "inspect"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from oddspot.data import loco
         from oddspot.metrics import InspectionEvaluator
         from oddspot.metrics.bootstrap import PixelStats
 
         self.faults.tick()
         cal = self.model.postprocess
-        evaluator = InspectionEvaluator(bootstrap=int(self.options["bootstrap"]), seed=int(self.options["seed"]))
+        spro = self.options.get("spro")
+        evaluator = InspectionEvaluator(bootstrap=int(self.options["bootstrap"]), seed=int(self.options["seed"]),
+                                        spro_groups=None if spro is None else loco.FAMILIES)
         pixel_stats = PixelStatsByKey()
         part = Part(keys=frozenset(int(i) for i in batch["index"]), state={"evaluator": evaluator, "pixels": pixel_stats})
         order = [i for i in _order(batch) if not str(batch["error"][i])]
@@ -150,7 +153,9 @@ class InspectFold(ModelWorker):
                 for j, i in enumerate(chunk):
                     index, label, kind = int(batch["index"][i]), int(batch["label"][i]), str(batch["defect_type"][i])
                     mask = np.frombuffer(batch["mask_bits"][i], bool).reshape(images[j].shape[:2])
-                    evaluator.add(float(pred.scores[j]), label, pred.maps[j], mask, kind, key=index)
+                    regions = None if spro is None or label == 0 else loco.spro_regions(
+                        [Path(m) for m in json.loads(str(batch["mask"][i]))], spro, mask.shape)
+                    evaluator.add(float(pred.scores[j]), label, pred.maps[j], mask, kind, key=index, regions=regions)
                     pixel_stats.stats[index] = PixelStats()
                     pixel_stats.stats[index].add(pred.maps[j], mask)
                     row = (str(batch["path"][i]), label, kind, float(pred.scores[j]))
