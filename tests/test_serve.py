@@ -7,6 +7,8 @@ nothing depends on timing.
 
 from __future__ import annotations
 
+import re
+
 import base64
 import csv
 import io
@@ -138,7 +140,12 @@ def test_health_ready_models_docs_and_page(service, fitted):
     assert len(info.version) == 12 and c.get("/v1/models/brick").json()["version"] == info.version
     schema = c.get("/openapi.json").json()
     assert "/v1/models/{name}/predict" in schema["paths"] and "PredictAnswer" in schema["components"]["schemas"]
-    assert c.get("/docs").status_code == 200
+    docs = c.get("/docs")
+    assert docs.status_code == 200 and "cdn" not in docs.text.lower()  # works offline: nothing from a CDN
+    sources = re.findall(r'(?:src|href)="([^"]+)"', docs.text) + re.findall(r"url: '([^']+)'", docs.text)
+    assert len(sources) >= 4 and all(u.startswith("/") for u in sources), sources
+    for u in sources:
+        assert c.get(u).status_code == 200 and len(c.get(u).content) > 100, u
     page = c.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "default-src 'none'" in page.headers["content-security-policy"]

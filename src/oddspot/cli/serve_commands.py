@@ -11,7 +11,7 @@ from oddspot.choices import DEFAULT_MAX_PIXELS, MAX_PIXELS_LIMIT
 from oddspot.cli.common import DEVICES, THREADS, FiniteFloat, apply_runtime, runtime_options
 from oddspot.errors import OddspotError
 
-NEEDS = ("fastapi", "uvicorn", "prometheus_client", "multipart")
+NEEDS = ("fastapi", "fastapi_offline", "uvicorn", "prometheus_client", "multipart")
 
 
 @click.command("serve")

@@ -3,7 +3,7 @@
     POST /v1/models/{name}/predict   images (multipart files, or one raw image body) -> scores as JSON
     GET  /v1/models, /v1/models/{name}
     GET  /healthz (the process answers), /readyz (every model loaded and warmed up)
-    GET  /metrics (Prometheus), /docs (OpenAPI), / (the inspection page, served from package data)
+    GET  /metrics (Prometheus), /docs (OpenAPI; Swagger UI from fastapi-offline, no CDN), / (the inspection page, served from package data)
 
 Model calls never run on the event loop: a request decodes its images in a worker thread, puts
 them on its model's micro-batcher (`serve.batching`) and awaits the results. Every error is JSON
@@ -24,6 +24,7 @@ from typing import Any
 
 import anyio
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi_offline import FastAPIOffline
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import Headers, MutableHeaders
@@ -44,6 +45,7 @@ RAW_TYPES = ("image/png", "image/jpeg", "image/jpg", "image/bmp", "image/x-ms-bm
              "application/octet-stream")
 STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
           "app.css": "text/css; charset=utf-8"}
+DOCS_STATIC = "/docs-static"  # Swagger UI's script, stylesheet and icon, from the fastapi-offline package
 PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
                "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 413, 415, 503, 504)}
@@ -311,8 +313,9 @@ def create_app(models: Sequence[ServedModel], settings: ServeSettings | None = N
         finally:
             service.stop()
 
-    app = FastAPI(title="oddspot", version=__version__, lifespan=lifespan, redoc_url=None,
-                  description="Visual anomaly detection as a service: score images with fitted oddspot models.")
+    # FastAPIOffline: the /docs page loads Swagger UI from files shipped in the package, not from a CDN
+    app = FastAPIOffline(title="oddspot", version=__version__, lifespan=lifespan, redoc_url=None, static_url=DOCS_STATIC,
+                         description="Visual anomaly detection as a service: score images with fitted oddspot models.")
     app.state.service = service
     app.add_middleware(SameOrigin, loopback=settings.loopback)
     app.add_middleware(Observe, metrics=service.metrics)  # added last: runs first, so it counts refusals too
