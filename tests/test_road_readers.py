@@ -312,6 +312,10 @@ def test_pooled_metrics_equal_the_definitions_over_valid_pixels(tmp_path, images
     assert metrics["unlabeled_images"]["n_images"] == 1
     written = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert written["anomaly"]["n_anomaly_pixels"] == ref["n_pos"] and written["anomaly"]["split"] == "validation"
+    comp = written["anomaly"]["components"]  # at the model's stored threshold, the anomaly track's sizes
+    assert comp["threshold"] == model.fitted_scores().thresholds[model.config.score]["threshold"]
+    assert (comp["score"], comp["sizes"], comp["min_pred_size"], comp["min_gt_size"], comp["n_images"]) == (
+        model.config.score, "anomaly_track", 500, 100, 2)
 
 
 @pytest.mark.slow  # most of it is the first import of the metrics engine (scipy, numba)
@@ -322,11 +326,14 @@ def test_cli_evaluate_detects_the_layout_and_reports_no_miou(tmp_path, images, m
                                    str(tmp_path / "ev"), "--panels", "1", "--threads", "1", "--report"])
     assert res.exit_code == 0, res.output
     assert "road_anomaly: no mIoU" in res.output
-    assert "no mIoU: the road_anomaly labels are binary" in (tmp_path / "ev" / "report.html").read_text()
+    page = (tmp_path / "ev" / "report.html").read_text()
+    assert "no mIoU: the road_anomaly labels are binary" in page and "PPV (mean over predicted components)" in page
     assert [p.name for p in (tmp_path / "ev" / "panels").iterdir()] == ["animals01_Guiguinto_railway_station_Calves_panel.png"]
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert m["layout"] == "road_anomaly" and m["anomaly"]["n_images"] == 2 and m["anomaly"]["n_void_pixels"] == 0
     assert m["anomaly"]["n_anomaly_pixels"] == 2 * 12 * 20 and m["anomaly"]["positive_class"] == 1
+    comp = m["anomaly"]["components"]
+    assert f"sIoU {comp['siou_gt']:.3f}  PPV {comp['ppv']:.3f}  mean F1 {comp['mean_f1']:.3f}" in res.output
     res = CliRunner().invoke(cli, ["road", "evaluate", str(tmp_path / "run"), str(tmp_path / "ra"), "-o",
                                    str(tmp_path / "e2"), "--layout", "smiyc_obstacle"])
     assert res.exit_code == 2 and "no images/ and labels_masks/" in res.output and "Traceback" not in res.output

@@ -325,6 +325,11 @@ def register(group: click.Group) -> None:
         console.print(t2)
         click.echo("AUROC/AP/FPR95 pool all test pixels; FPR95 1st = first point with TPR >= 0.95, near = recall nearest "
                    "0.95 (StreetHazards); AUROC/img = mean over images with anomalies; F1@thr at the validation threshold")
+        comp = metrics["anomaly"].get("components")
+        if comp:
+            click.echo(f"components ({comp['score']} > {comp['threshold']:.4g}, the stored threshold; "
+                       f"{comp['n_gt_components']} anomalies, {comp['n_pred_components']} predicted): "
+                       f"sIoU {comp['siou_gt']:.3f}  PPV {comp['ppv']:.3f}  mean F1 {comp['mean_f1']:.3f}")
         if report:
             from oddspot.report import write_report
 

@@ -6,6 +6,7 @@ Public API:
 - `PerImageMetrics`: the same metrics averaged per image (images with both classes).
 - `AUPRO`: MVTec per-region-overlap area, streamed over images.
 - `SPRO`: MVTec LOCO AD's saturated per-region overlap, streamed over images.
+- `ComponentMetrics`: SegmentMeIfYouCan's component-level sIoU, PPV and mean F1 at one threshold.
 - `ConfusionMatrix`: streamed confusion matrix, per-class IoU, mIoU.
 - `bootstrap_ci`: seeded percentile intervals for image-level AUROC / AP / F1-max.
 - `defect_type_breakdown`, `size_breakdown`: image-level metrics per defect type / size.
@@ -15,6 +16,7 @@ Public API:
 
 from oddspot.metrics.aupro import AUPRO
 from oddspot.metrics.bootstrap import bootstrap_ci
+from oddspot.metrics.components import ComponentMetrics
 from oddspot.metrics.breakdowns import defect_type_breakdown, size_breakdown
 from oddspot.metrics.curves import downsample_curve
 from oddspot.metrics.inspection import InspectionEvaluator
@@ -31,6 +33,7 @@ __all__ = [
     "SPRO",
     "BinaryRankingMetrics",
     "Bins",
+    "ComponentMetrics",
     "ConfusionMatrix",
     "InspectionEvaluator",
     "PerImageMetrics",

@@ -157,6 +157,21 @@ def segmentation_html(seg: dict[str, Any], test: Any) -> str:
             + "</div>")
 
 
+def components_html(anomaly: dict[str, Any]) -> str:
+    """SegmentMeIfYouCan's component metrics at the stored threshold (binary-label benchmarks only)."""
+    comp = anomaly.get("components")
+    if not comp:
+        return ""
+    rows = [["sIoU (mean over anomalies)", comp.get("siou_gt")], ["PPV (mean over predicted components)", comp.get("ppv")],
+            ["mean F1 (sIoU thresholds 0.25..0.75)", comp.get("mean_f1")],
+            *[[f"F1 at sIoU {t}", (comp.get("f1") or {}).get(t)] for t in ("0.25", "0.50", "0.75")],
+            ["anomalies / predicted components", f"{fmt(comp.get('n_gt_components'))} / {fmt(comp.get('n_pred_components'))}"]]
+    caption = (f"Components of {esc(str(comp.get('score')))} > {fmt(comp.get('threshold'), 4)} (the stored threshold; "
+               f"components under {fmt(comp.get('min_pred_size'))} predicted / {fmt(comp.get('min_gt_size'))} "
+               "labelled pixels left out, as the benchmark does)")
+    return table(["component level", "value"], rows, caption=caption)
+
+
 def section(metrics: dict[str, Any], folder: Path, anchor: str, name: str, warn: Warn) -> str:
     """The road section: segmentation tables and plot, anomaly-score table, curves, sensitivity, panels."""
     seg, anomaly = metrics["segmentation"], metrics["anomaly"]
@@ -178,7 +193,8 @@ def section(metrics: dict[str, Any], folder: Path, anchor: str, name: str, warn:
     curves = _curves(folder, warn)
     parts += ["<h3>Out-of-distribution metrics</h3>",
               f'<div class="scroll">{table(headers, rows, sortable=True, caption=caption, cls="wide")}</div>',
-              pixel_curves_html(anomaly, curves), sensitivity_html(anomaly), image_html(metrics, folder, curves, warn)]
+              components_html(anomaly), pixel_curves_html(anomaly, curves), sensitivity_html(anomaly),
+              image_html(metrics, folder, curves, warn)]
     figures = []
     for path in panel_files(folder):
         data = path.read_bytes()

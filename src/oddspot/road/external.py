@@ -8,6 +8,13 @@ by image through the same metric states, threshold records and image-level summa
 StreetHazards evaluation (`oddspot.road.evaluate`). Thresholds and the image rule are the model's,
 fitted on its own validation data: nothing here is fitted on the benchmark.
 
+Component-level metrics (SegmentMeIfYouCan's sIoU, PPV and mean F1; `oddspot.metrics.components`)
+are computed for the decision score at the model's stored pixel threshold, with the benchmark's
+component sizes (its obstacle track's for `smiyc_obstacle`, its anomaly track's otherwise), under
+`anomaly.components`. The benchmark's own leaderboard thresholds at the pixel F1-max of the test
+set itself; oddspot does not fit anything on the test set, so its figures are those of the
+threshold a deployed model would use.
+
 There is no mIoU: the labels have no semantic classes. The record says so under `segmentation`.
 The record written to `out_dir` has the files of `oddspot.road.evaluate` (metrics.json,
 scores.csv, curves.json, panels/); metrics.json adds `layout`, the label rule, and the counts of
@@ -27,6 +34,7 @@ from oddspot.data.image_io import max_pixels
 from oddspot.data.road_benchmarks import VOID, open_benchmark
 from oddspot.errors import OddspotError
 from oddspot.files import staged_output, write_json
+from oddspot.metrics.components import SIZES, ComponentMetrics
 from oddspot.progress import track
 from oddspot.records.evaluation import CURVES_FILE, SCORES_FILE, write_csv, write_metrics
 from oddspot.road.config import SCORE_NAMES
@@ -65,12 +73,15 @@ def evaluate_benchmark(model: RoadHead, data: str | Path, layout: str = "auto", 
 
     out = Path(out_dir) if out_dir is not None else None
     tally = AnomalyTally(model, scores, decision, pixel_th, out, panels)
+    track_sizes = "obstacle_track" if bench.layout == "smiyc_obstacle" else "anomaly_track"
+    components = ComponentMetrics(float(pixel_th["threshold"]), *SIZES[track_sizes])
     t0 = time.perf_counter()
     for sample in track(bench.iter_samples(on_error=report), f"score {bench.layout} pixels", len(bench)):
         ta = time.perf_counter()
         result = model.analyze(sample.image, names, sample.meta["path"])
         tally.add(result, result.maps, sample.labels == 1, sample.labels != VOID, sample.meta["path"],
                   sample.meta["name"], sample.image, time.perf_counter() - ta)
+        components.update(result.maps[decision], sample.labels == 1, sample.labels != VOID)
     t_test = time.perf_counter() - t0
     if not tally.rows:
         raise OddspotError(f"{bench.root}: no readable {bench.layout} frames; see the skipped files above")
@@ -82,6 +93,9 @@ def evaluate_benchmark(model: RoadHead, data: str | Path, layout: str = "auto", 
     anomaly = anomaly_section(len(tally.rows), tally.n_with_anomaly, tally.n_pixels, results)
     anomaly.update(split=bench.split, positive_class=1, labels=bench.label_rule, n_anomaly_pixels=tally.n_anomaly,
                    n_normal_pixels=tally.n_pixels - tally.n_anomaly, n_void_pixels=tally.n_void)
+    anomaly["components"] = {"score": decision, **components.compute(), "sizes": track_sizes,
+                             "threshold_source": "the model's stored pixel threshold (fitted on its own validation data); "
+                                                 "the SegmentMeIfYouCan leaderboard uses the test set's pixel F1-max"}
     metrics = {
         "oddspot_version": __version__,
         "run": None if run is None else str(run),
