@@ -136,6 +136,15 @@ def test_selection_rule_on_a_hand_made_table():
     assert q.half_means(table, ["brick", "gravel"], worse_fast)["image_auroc"] == pytest.approx(0.95)
 
 
+def test_post_hoc_bound_takes_each_metric_at_its_best_setting_per_category():
+    q = _benchmark()
+    a, b = q.Setting(), q.Setting(coreset_ratio=0.1)
+    table = {("brick", a): {"image_auroc": 1.0, "aupro": 0.8}, ("brick", b): {"image_auroc": 0.9, "aupro": 0.9},
+             ("grass", a): {"image_auroc": 0.7, "aupro": 0.5}, ("grass", b): {"image_auroc": 0.8, "aupro": 0.4}}
+    bound = q.post_hoc_bound(table, ["brick", "grass"], [a, b])
+    assert bound == {"image_auroc": pytest.approx(0.9), "aupro": pytest.approx(0.7)}  # (1.0 + 0.8) / 2, (0.9 + 0.5) / 2
+
+
 def test_speeds_rescaled_to_the_reference_per_category():
     q = _benchmark()
     other = q.Setting(coreset_ratio=0.1)
