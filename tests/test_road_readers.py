@@ -319,6 +319,28 @@ def test_pooled_metrics_equal_the_definitions_over_valid_pixels(tmp_path, images
 
 
 @pytest.mark.slow  # most of it is the first import of the metrics engine (scipy, numba)
+@pytest.mark.slow
+def test_road_evaluate_checks_an_exported_model_on_a_benchmark(tmp_path, images, model, toy):
+    """--runtime: the benchmark evaluation runs the exported network (what predict and serve run) and matches
+    torch; a StreetHazards folder refuses it in one line (its mIoU pass runs the torch network)."""
+    pytest.importorskip("openvino")
+    make_road_anomaly(tmp_path / "ra", images)
+    model.save(tmp_path / "run")
+    records = {}
+    for runtime in ("torch", "openvino"):
+        res = CliRunner().invoke(cli, ["road", "evaluate", str(tmp_path / "run"), str(tmp_path / "ra"), "-o",
+                                       str(tmp_path / runtime), "--panels", "0", "--threads", "1", "--runtime", runtime])
+        assert res.exit_code == 0, res.output
+        records[runtime] = json.loads((tmp_path / runtime / "metrics.json").read_text())
+    assert records["openvino"]["runtime"].startswith("openvino") and records["torch"]["runtime"] == "torch"
+    for name, r in records["torch"]["anomaly"]["scores"].items():
+        assert records["openvino"]["anomaly"]["scores"][name]["pooled"]["auroc"] == pytest.approx(
+            r["pooled"]["auroc"], abs=1e-2), name  # an untrained model's scores nearly tie: fp32 noise reorders some
+    res = CliRunner().invoke(cli, ["road", "evaluate", str(tmp_path / "run"), str(toy), "-o", str(tmp_path / "sh"),
+                                   "--runtime", "openvino"])
+    assert res.exit_code == 2 and "evaluated with the torch model" in res.output and res.output.count("\n") == 1
+
+
 def test_cli_evaluate_detects_the_layout_and_reports_no_miou(tmp_path, images, model):
     make_road_anomaly(tmp_path / "ra", images)
     model.save(tmp_path / "run")
@@ -334,6 +356,7 @@ def test_cli_evaluate_detects_the_layout_and_reports_no_miou(tmp_path, images, m
     assert m["anomaly"]["n_anomaly_pixels"] == 2 * 12 * 20 and m["anomaly"]["positive_class"] == 1
     comp = m["anomaly"]["components"]
     assert f"sIoU {comp['siou_gt']:.3f}  PPV {comp['ppv']:.3f}  mean F1 {comp['mean_f1']:.3f}" in res.output
+    assert m["runtime"].split()[0] in ("openvino", "onnxruntime", "torch")  # --runtime auto: the fastest installed
     res = CliRunner().invoke(cli, ["road", "evaluate", str(tmp_path / "run"), str(tmp_path / "ra"), "-o",
                                    str(tmp_path / "e2"), "--layout", "smiyc_obstacle"])
     assert res.exit_code == 2 and "no images/ and labels_masks/" in res.output and "Traceback" not in res.output

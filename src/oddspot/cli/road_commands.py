@@ -267,13 +267,17 @@ def register(group: click.Group) -> None:
                        "SegmentMeIfYouCan) pool their labelled pixels, without mIoU.")
     @click.option("--scales", default=None, help=TTA_SCALES_HELP)
     @click.option("--flip", is_flag=True, help=TTA_FLIP_HELP)
+    @runtime_options
     @max_pixels_option
     def evaluate(run: Path, data: Path, out: Path, config: Path | None, seed: int, threads: int, device: str,
-                 batch_size: int, panels: int, report: bool, layout: str, scales: str | None, flip: bool) -> None:
+                 batch_size: int, panels: int, report: bool, layout: str, scales: str | None, flip: bool, runtime: str,
+                 precision: str, search: str) -> None:
         """mIoU on DATA's validation split and every anomaly score over every pixel of its test split.
 
         With a benchmark of binary labels (--layout, detected by default), every anomaly score over
-        every labelled pixel of the set, void excluded.
+        every labelled pixel of the set, void excluded, on the runtime --runtime picks (an exported
+        model is checked on the benchmark as it will run). A StreetHazards folder is evaluated with the
+        torch model (its validation mIoU runs the network itself).
         """
         from rich import box
         from rich.console import Console
@@ -295,11 +299,17 @@ def register(group: click.Group) -> None:
             raise OddspotError(f"--scales/--flip: test-time augmentation runs on the streethazards layout only, not "
                                f"{kind}; leave them out")
         dev = apply_runtime(threads, device)
-        model = RoadModel.load(run, device=dev)
         if kind == "streethazards":
-            metrics = evaluate_model(model, data, out, batch_size=batch_size, panels=panels, run=run, log=echo_err,
-                                     tta=tta)
+            if runtime not in ("auto", "torch") or precision != "fp32":
+                raise OddspotError(f"--runtime {runtime} --precision {precision}: a StreetHazards folder is evaluated with "
+                                   "the torch model (its validation mIoU runs the network); leave them out, or use them "
+                                   "on a benchmark of binary labels")
+            metrics = evaluate_model(RoadModel.load(run, device=dev), data, out, batch_size=batch_size, panels=panels,
+                                     run=run, log=echo_err, tta=tta)
         else:
+            from oddspot.export import load_for_inference
+
+            model = load_for_inference(run, "road", runtime, precision, device=dev, search=search)
             metrics = evaluate_benchmark(model, data, kind, out, panels=panels, run=run, log=echo_err)
         seg = metrics["segmentation"]
         console = Console()

@@ -164,6 +164,7 @@ def evaluate(model: RoadModel, data: str | Path, out_dir: str | Path | None = No
         "skipped_files": skipped,
         "max_pixels": max_pixels(),
         "device": str(model.device),
+        "runtime": getattr(model, "runtime", "torch"),
     }
     if out is not None:
         write_metrics(out, "road", metrics)

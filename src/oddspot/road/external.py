@@ -111,6 +111,7 @@ def evaluate_benchmark(model: RoadHead, data: str | Path, layout: str = "auto", 
         "skipped_files": skipped,
         "max_pixels": max_pixels(),
         "device": str(getattr(model, "device", "cpu")),
+        "runtime": getattr(model, "runtime", "torch"),
     }
     if out is not None:
         write_metrics(out, "road", metrics)

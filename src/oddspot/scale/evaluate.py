@@ -294,6 +294,7 @@ def evaluate_road(run: str | Path, data: str | Path, out: str | Path, batch_size
             "skipped_files": skipped,
             "max_pixels": record_max_pixels(),
             "device": str(model.device),
+            "runtime": getattr(model, "runtime", "torch"),
             **_engine_facts(actors),
         }
         write_metrics(stage, "road", metrics)
