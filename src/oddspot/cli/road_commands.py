@@ -300,6 +300,8 @@ def register(group: click.Group) -> None:
                                f"{kind}; leave them out")
         dev = apply_runtime(threads, device)
         if kind == "streethazards":
+            if search != "exact":
+                raise OddspotError(f"--search {search}: only PatchCore models search a memory bank; use --search exact")
             if runtime not in ("auto", "torch") or precision != "fp32":
                 raise OddspotError(f"--runtime {runtime} --precision {precision}: a StreetHazards folder is evaluated with "
                                    "the torch model (its validation mIoU runs the network); leave them out, or use them "
