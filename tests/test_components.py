@@ -16,7 +16,7 @@ EIGHT = np.ones((3, 3), bool)
 def _reference(scores, target, valid, threshold, min_pred, min_gt):
     """One loop per component, straight from the definitions."""
     gt, n_gt = ndimage.label(target & valid, structure=EIGHT)
-    pred, n_pred = ndimage.label((scores > threshold) & valid, structure=EIGHT)
+    pred, n_pred = ndimage.label((scores >= threshold) & valid, structure=EIGHT)
     for j in range(1, n_pred + 1):
         if (pred == j).sum() < min_pred:
             pred[pred == j] = 0
@@ -60,11 +60,11 @@ def test_small_components_void_and_thresholds_follow_the_rules():
     valid = np.ones_like(target)
     valid[0, :] = False
     scores = np.zeros((30, 30))
-    scores[20:23, 20:23] = 5.0  # on the small anomaly: not counted at all
+    scores[20:23, 20:23] = 5.0  # exactly the small anomaly (void now): 9 px, big enough to stay, yet not counted
     scores[0, :] = 5.0  # on void: ignored
-    scores[15:17, 0:3] = 5.0  # 6 px false alarm, under min_pred_size 10: dropped
+    scores[15:17, 0:3] = 5.0  # 6 px false alarm, under min_pred_size 8: dropped
     scores[2:12, 2:7] = 5.0  # half of the big anomaly
-    m = ComponentMetrics(threshold=1.0, min_pred_size=10, min_gt_size=100)
+    m = ComponentMetrics(threshold=1.0, min_pred_size=8, min_gt_size=100)
     m.update(scores, target, valid)
     r = m.compute()
     assert (r["n_gt_components"], r["n_pred_components"]) == (1, 1)
@@ -92,6 +92,20 @@ def test_random_scenes_match_the_reference_and_merge_exactly(seed):
     assert got["counts"] == merged["counts"] and got["n_images"] == 4
     assert got["n_gt_components"] >= 3 and got["n_pred_components"] >= 3 and 0 < got["siou_gt"] < 1  # not vacuous
     assert got["siou_gt"] == pytest.approx(merged["siou_gt"]) and got["mean_f1"] == pytest.approx(merged["mean_f1"])
+
+
+def test_ties_at_the_threshold_are_predicted_and_an_siou_of_exactly_0_6_fails_the_benchmarks_0_6():
+    target = np.zeros((20, 40), bool)
+    target[0:10, 0:30] = True  # 300 px
+    scores = np.zeros((20, 40))
+    scores[0:10, 0:30] = 0.5  # exactly at the threshold: predicted, as the model flags it
+    scores[10:20, 0:20] = 0.5  # 200 px of prediction on no anomaly, joined to the first: sIoU 300 / 500 = 0.6
+    m = ComponentMetrics(threshold=0.5, min_pred_size=0, min_gt_size=0)
+    m.update(scores, target)
+    r = m.compute()
+    assert r["siou_gt"] == pytest.approx(0.6) and r["ppv"] == pytest.approx(0.6)
+    assert SIOU_THRESHOLDS[7] > 0.6  # np.linspace(0.25, 0.75, 11)[7], as the benchmark compares
+    assert r["counts"]["0.55"] == {"tp": 1, "fn": 0, "fp": 0} and r["counts"]["0.60"] == {"tp": 0, "fn": 1, "fp": 1}
 
 
 def test_bad_input_is_one_line():

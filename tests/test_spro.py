@@ -20,7 +20,7 @@ from oddspot.metrics.spro import SPRO, saturated_weights
 def _reference(goods, defects, limit):
     """sPRO area up to `limit` by brute force: one curve point per distinct score, from (0, 0)."""
     neg = np.concatenate([g.ravel() for g in goods])
-    regions = [(amap[mask], sat) for amap, regs in defects for mask, sat in regs]
+    regions = [(amap[mask], min(sat, mask.sum())) for amap, regs in defects for mask, sat in regs]  # capped at the area
     thresholds = np.unique(np.concatenate([neg] + [r for r, _ in regions]))[::-1]
     xs = [0.0] + [float((neg >= t).mean()) for t in thresholds]
     ys = [0.0] + [float(np.mean([min((r >= t).sum() / s, 1.0) for r, s in regions])) for t in thresholds]
@@ -84,6 +84,22 @@ def test_saturation_gives_full_credit_once_enough_region_pixels_are_found():
     assert plain.compute()["auc"]["0.05"] == pytest.approx((0.1 + (0.1 + 0.9 * 0.05)) / 2)
 
 
+def test_a_saturation_past_the_area_is_capped_and_groups_must_be_distinct():
+    amap = np.zeros((6, 6), np.float32)
+    region = np.zeros((6, 6), bool)
+    region[:2, :2] = True
+    amap[region] = 1.0
+    capped = SPRO((0.05,))
+    capped.update_good(np.zeros((6, 6), np.float32))
+    capped.update_defective(amap, [(region, 400.0)])  # 4 px region: found whole, it saturates
+    assert capped.compute()["auc"]["0.05"] == pytest.approx(1.0)
+    with pytest.raises(OddspotError, match="saturation True"):
+        capped.update_defective(amap, [(region, True)])
+    for groups in (("all",), ("a", "a")):
+        with pytest.raises(OddspotError, match="distinct names other than 'all'"):
+            InspectionEvaluator(bootstrap=0, spro_groups=groups)
+
+
 def test_weights_of_a_region_sum_to_its_saturated_overlap_whatever_the_ties():
     scores = np.array([3, 1, 3, 2, 2, 2, 0], np.float32)
     region = np.array([0, 0, 0, 0, 1, 1, 1])
@@ -102,6 +118,8 @@ def test_loco_regions_take_their_saturation_from_defects_config(tmp_path):
     areas = [int(m.sum()) for m, _ in regions]
     assert [s for _, s in regions] == [1.0 * areas[0], 20.0]  # 255: relative 1; 254: absolute 20 px
     assert [s for _, s in loco.spro_regions(two.mask_paths, [], (32, 32))] == [float(a) for a in areas]
+    small = [{**LOCO_DEFECTS[1], "saturation_threshold": 10_000}]  # absolute, larger than the region: capped at its area
+    assert loco.spro_regions(two.mask_paths[1:], small, (32, 32))[0][1] == float(areas[1])
 
     mixed = np.zeros((32, 32), np.uint8)
     mixed[:2, :2], mixed[5:7, 5:7] = 255, 243
@@ -128,6 +146,9 @@ def test_defects_config_saturation_values_are_checked(tmp_path, entry, needle):
         open_dataset(root)
     (root / "breakfast_box" / "defects_config.json").write_text(json.dumps([LOCO_DEFECTS[0]] * 2))
     with pytest.raises(OddspotError, match="pixel_value 255 is listed twice"):
+        open_dataset(root)
+    (root / "breakfast_box" / "defects_config.json").write_text("[]")
+    with pytest.raises(OddspotError, match="expected a list of"):
         open_dataset(root)
 
 

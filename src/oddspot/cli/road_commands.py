@@ -339,7 +339,7 @@ def register(group: click.Group) -> None:
                    "0.95 (StreetHazards); AUROC/img = mean over images with anomalies; F1@thr at the validation threshold")
         comp = metrics["anomaly"].get("components")
         if comp:
-            click.echo(f"components ({comp['score']} > {comp['threshold']:.4g}, the stored threshold; "
+            click.echo(f"components ({comp['score']} >= {comp['threshold']:.4g}, the stored threshold; "
                        f"{comp['n_gt_components']} anomalies, {comp['n_pred_components']} predicted): "
                        f"sIoU {comp['siou_gt']:.3f}  PPV {comp['ppv']:.3f}  mean F1 {comp['mean_f1']:.3f}")
         if report:

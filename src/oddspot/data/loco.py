@@ -41,8 +41,9 @@ def is_category(folder: Path) -> bool:
 def defects_config(folder: Path) -> list[dict[str, Any]]:
     """The category's defects_config.json, checked: a list of entries, each with a `defect_name`, a
     `pixel_value` in 1..255 (one entry per value) and, where given, a `saturation_threshold` (finite,
-    > 0; <= 1 when `relative_saturation`) and a boolean `relative_saturation`. [] when the file is
-    absent (it documents the masks' values; reading the masks does not need it)."""
+    > 0; <= 1 when `relative_saturation`) and a boolean `relative_saturation`; an empty list is an
+    error. [] when the file is absent (it documents the masks' values; reading the masks does not
+    need it)."""
     path = folder / DEFECTS_CONFIG
     if not path.exists():
         return []
@@ -54,7 +55,7 @@ def defects_config(folder: Path) -> list[dict[str, Any]]:
     ok = isinstance(entries, list) and all(
         isinstance(e, dict) and isinstance(e.get("defect_name"), str) and not isinstance(e.get("pixel_value"), bool)
         and isinstance(e.get("pixel_value"), int) and 1 <= e["pixel_value"] <= 255 for e in entries)
-    if not ok:
+    if not ok or not entries:
         raise OddspotError(f"{path}: expected a list of {{defect_name, pixel_value (1..255), ...}} entries; {hint}")
     values = [e["pixel_value"] for e in entries]
     if len(set(values)) != len(values):
@@ -80,20 +81,20 @@ def spro_regions(mask_paths: Sequence[Path], config: list[dict[str, Any]],
     A file's defect is the config entry of the value its pixels hold; the saturation is that
     entry's threshold (times the region's area when relative, else capped at it). Without a
     config (no defects_config.json) a region saturates at its whole area, which makes sPRO the
-    per-defect PRO. A file with no defect pixels, with several values, or with a value the config
-    does not list is an error naming it.
+    per-defect PRO. A file with no defect pixels, or (with a config) with several values or a value
+    the config does not list, is an error naming it.
     """
     by_value = {e["pixel_value"]: e for e in config}
     regions = []
     for path in mask_paths:
         values = read_mask_values(path, shape)
         present = np.unique(values[values > 0])
-        if present.size != 1:
+        if present.size == 0 or (config and present.size > 1):
             what = "no defect pixels" if present.size == 0 else f"several values ({', '.join(map(str, present[:4]))})"
             raise OddspotError(f"{path}: has {what}; an MVTec LOCO AD mask file holds one defect's pixel_value")
         region = values > 0
         area = int(region.sum())
-        if not config:
+        if not config:  # no values to look up: any non-zero pixel is the defect, as for the pixel metrics
             regions.append((region, float(area)))
             continue
         entry = by_value.get(int(present[0]))

@@ -85,6 +85,8 @@ class InspectionEvaluator:
         self._per_image = PerImageMetrics()
         self._aupro = AUPRO(fpr_limit, max_exact_values, max_bins, threads=threads)
         self.spro_groups = None if spro_groups is None else tuple(str(g) for g in spro_groups)
+        if self.spro_groups is not None and ("all" in self.spro_groups or len(set(self.spro_groups)) < len(self.spro_groups)):
+            raise OddspotError(f"InspectionEvaluator: spro_groups {self.spro_groups} must be distinct names other than 'all'")
         self._spro = None if self.spro_groups is None else {
             g: SPRO(max_exact_values=max_exact_values, max_bins=max_bins, threads=threads)
             for g in ("all", *self.spro_groups)}

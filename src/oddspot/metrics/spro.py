@@ -76,7 +76,8 @@ class SPRO:
         self._n_good += 1
 
     def update_defective(self, anomaly_map: Any, regions: Sequence[tuple[Any, float]]) -> None:
-        """Add a defective image: its H x W map and its regions, each (bool H x W mask, saturation in pixels)."""
+        """Add a defective image: its H x W map and its regions, each (bool H x W mask, saturation in pixels,
+        capped at the region's area)."""
         where = "SPRO.update_defective"
         amap = self._map(anomaly_map, where)
         if not regions:
@@ -88,12 +89,12 @@ class SPRO:
                 raise OddspotError(f"{where}: region mask {gt.shape} != anomaly map {amap.shape}")
             if not gt.any():
                 raise OddspotError(f"{where}: region {k} is empty")
-            if not (isinstance(sat, (int, float)) and math.isfinite(sat) and sat > 0):
+            if isinstance(sat, bool) or not (isinstance(sat, (int, float)) and math.isfinite(sat) and sat > 0):
                 raise OddspotError(f"{where}: region {k} saturation {sat!r:.40} must be a finite number > 0 (pixels)")
             values = amap[gt]
             picked.append(values)
             index.append(np.full(values.size, k, np.int64))
-            saturation.append(float(sat))
+            saturation.append(min(float(sat), float(values.size)))  # past its area a region could never saturate
         scores = np.concatenate(picked)
         weights = saturated_weights(scores, np.concatenate(index), np.asarray(saturation))
         self._table.add(scores, np.ones(scores.size, bool), None, weights)

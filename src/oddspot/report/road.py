@@ -166,7 +166,7 @@ def components_html(anomaly: dict[str, Any]) -> str:
             ["mean F1 (sIoU thresholds 0.25..0.75)", comp.get("mean_f1")],
             *[[f"F1 at sIoU {t}", (comp.get("f1") or {}).get(t)] for t in ("0.25", "0.50", "0.75")],
             ["anomalies / predicted components", f"{fmt(comp.get('n_gt_components'))} / {fmt(comp.get('n_pred_components'))}"]]
-    caption = (f"Components of {esc(str(comp.get('score')))} > {fmt(comp.get('threshold'), 4)} (the stored threshold; "
+    caption = (f"Components of {esc(str(comp.get('score')))} ≥ {fmt(comp.get('threshold'), 4)} (the stored threshold; "
                f"components under {fmt(comp.get('min_pred_size'))} predicted / {fmt(comp.get('min_gt_size'))} "
                "labelled pixels left out, as the benchmark does)")
     return table(["component level", "value"], rows, caption=caption)
