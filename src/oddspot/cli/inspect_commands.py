@@ -13,13 +13,13 @@ import click
 
 from oddspot.cli.engine_options import engine_options
 from oddspot.cli.common import (
-    inspect_metrics_line,
     FiniteFloat,
     apply_runtime,
     check_out,
     check_replaceable,
     common_options,
     echo_err,
+    inspect_metrics_line,
     max_pixels_option,
     read_yaml_mapping,
     runtime_options,

@@ -22,7 +22,7 @@ from oddspot.metrics.breakdowns import defect_type_breakdown, size_breakdown
 from oddspot.metrics.per_image import PerImageMetrics
 from oddspot.metrics.ranking import BinaryRankingMetrics, ranking_curves, ranking_metrics, threshold_metrics
 from oddspot.metrics.score_table import ScoreTable
-from oddspot.metrics.spro import SPRO
+from oddspot.metrics.spro import SPRO, checked_regions
 
 
 def _plain(obj: Any) -> Any:
@@ -143,16 +143,16 @@ class InspectionEvaluator:
                 raise OddspotError(f"{where}: anomaly_map has {int(np.isnan(amap).sum())} NaN values; fix the scorer")
             if gt is None and label == 0:
                 gt = np.zeros(amap.shape, bool)
-        spro = self._spro_targets(amap, gt, label, defect_type, regions, where)
+        spro, checked = self._spro_targets(amap, gt, label, defect_type, regions, where)
         if amap is not None and gt is not None:
             self._pixel.update(amap, gt)
             self._per_image.update(amap, gt, key=k)
             self._aupro.update(amap, gt)
             for state in spro:
-                if label == 0:
+                if checked is None:
                     state.update_good(amap)
                 else:
-                    state.update_defective(amap, regions or ())
+                    state.add_checked(amap, *checked)
             self._n_maps += 1
         elif amap is not None:
             self._no_mask += 1
@@ -163,29 +163,26 @@ class InspectionEvaluator:
         self._keys.append(k)
 
     def _spro_targets(self, amap: np.ndarray | None, gt: np.ndarray | None, label: int, defect_type: str,
-                      regions: Sequence[tuple[np.ndarray, float]] | None, where: str) -> list[SPRO]:
-        """The sPRO states this image goes to (checked before any state changes)."""
+                      regions: Sequence[tuple[np.ndarray, float]] | None,
+                      where: str) -> tuple[list[SPRO], tuple[list[np.ndarray], np.ndarray] | None]:
+        """The sPRO states this image goes to and its checked regions (None for a good image), checked
+        before any state changes."""
         if self._spro is None:
             if regions is not None:
                 raise OddspotError(f"{where}: regions were given but this evaluator computes no sPRO; pass spro_groups")
-            return []
+            return [], None
         if amap is None or gt is None:
-            return []
+            return [], None
         if label == 0:
-            return list(self._spro.values())
+            return list(self._spro.values()), None
         if defect_type not in self._spro:
             raise OddspotError(f"{where}: defect type {defect_type!r} is not an sPRO group "
                                f"({', '.join(self.spro_groups or ())})")
-        if not regions:
-            raise OddspotError(f"{where}: a defective image needs its sPRO regions (one mask per defect)")
-        for k, (mask, saturation) in enumerate(regions):
-            region = binary_array(mask, where, "region mask")
-            if region.shape != gt.shape or not region.any() or (region & ~gt).any():
+        masks, saturation = checked_regions(regions or (), gt.shape, where)
+        for k, region in enumerate(masks):
+            if (region & ~gt).any():
                 raise OddspotError(f"{where}: sPRO region {k} must be a non-empty part of the image's mask {gt.shape}")
-            if isinstance(saturation, bool) or not isinstance(saturation, (int, float)) \
-                    or not math.isfinite(saturation) or saturation <= 0:
-                raise OddspotError(f"{where}: sPRO region {k} saturation {saturation!r:.40} must be a finite number > 0")
-        return [self._spro["all"], self._spro[defect_type]]
+        return [self._spro["all"], self._spro[defect_type]], (masks, saturation)
 
     def merge(self, other: InspectionEvaluator) -> InspectionEvaluator:
         """Add the images `other` saw (another process's evaluator, same settings, disjoint keys); returns self."""

@@ -50,6 +50,24 @@ def saturated_weights(scores: np.ndarray, region: np.ndarray, saturation: np.nda
     return weights
 
 
+def checked_regions(regions: Sequence[tuple[Any, float]], shape: tuple[int, ...],
+                    where: str) -> tuple[list[np.ndarray], np.ndarray]:
+    """(bool masks, saturations in pixels capped at each region's area) of a defective image's sPRO
+    regions, each (H x W mask of `shape`, saturation > 0); a one-line error names the bad region."""
+    if not regions:
+        raise OddspotError(f"{where}: a defective image needs its sPRO regions (one mask per defect)")
+    masks, saturation = [], []
+    for k, (mask, sat) in enumerate(regions):
+        gt = binary_array(mask, where, "region mask")
+        if gt.shape != tuple(shape) or not gt.any():
+            raise OddspotError(f"{where}: sPRO region {k} must be a non-empty {tuple(shape)} mask, got {gt.shape}")
+        if isinstance(sat, bool) or not (isinstance(sat, (int, float)) and math.isfinite(sat) and sat > 0):
+            raise OddspotError(f"{where}: sPRO region {k} saturation {sat!r:.40} must be a finite number > 0 (pixels)")
+        masks.append(gt)
+        saturation.append(min(float(sat), float(gt.sum())))  # past its area a region could never saturate
+    return masks, np.asarray(saturation)
+
+
 class SPRO:
     """Streaming area under the (FPR, sPRO) curve at each limit of `fpr_limits`, normalized to [0, 1]."""
 
@@ -80,25 +98,15 @@ class SPRO:
         capped at the region's area)."""
         where = "SPRO.update_defective"
         amap = self._map(anomaly_map, where)
-        if not regions:
-            raise OddspotError(f"{where}: a defective image needs at least one region")
-        picked, index, saturation = [], [], []
-        for k, (mask, sat) in enumerate(regions):
-            gt = binary_array(mask, where, "region mask")
-            if gt.shape != amap.shape:
-                raise OddspotError(f"{where}: region mask {gt.shape} != anomaly map {amap.shape}")
-            if not gt.any():
-                raise OddspotError(f"{where}: region {k} is empty")
-            if isinstance(sat, bool) or not (isinstance(sat, (int, float)) and math.isfinite(sat) and sat > 0):
-                raise OddspotError(f"{where}: region {k} saturation {sat!r:.40} must be a finite number > 0 (pixels)")
-            values = amap[gt]
-            picked.append(values)
-            index.append(np.full(values.size, k, np.int64))
-            saturation.append(min(float(sat), float(values.size)))  # past its area a region could never saturate
+        self.add_checked(amap, *checked_regions(regions, amap.shape, where))
+
+    def add_checked(self, amap: np.ndarray, masks: Sequence[np.ndarray], saturation: np.ndarray) -> None:
+        """`update_defective` on a map and regions already checked (`checked_regions`)."""
+        picked = [amap[m] for m in masks]
+        index = np.concatenate([np.full(v.size, k, np.int64) for k, v in enumerate(picked)])
         scores = np.concatenate(picked)
-        weights = saturated_weights(scores, np.concatenate(index), np.asarray(saturation))
-        self._table.add(scores, np.ones(scores.size, bool), None, weights)
-        self._n_regions += len(regions)
+        self._table.add(scores, np.ones(scores.size, bool), None, saturated_weights(scores, index, saturation))
+        self._n_regions += len(masks)
         self._n_defective += 1
 
     @staticmethod

@@ -28,7 +28,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-
 from oddspot import __version__
 from oddspot.data.image_io import max_pixels
 from oddspot.data.road_benchmarks import VOID, open_benchmark
@@ -79,9 +78,10 @@ def evaluate_benchmark(model: RoadHead, data: str | Path, layout: str = "auto", 
     for sample in track(bench.iter_samples(on_error=report), f"score {bench.layout} pixels", len(bench)):
         ta = time.perf_counter()
         result = model.analyze(sample.image, names, sample.meta["path"])
-        tally.add(result, result.maps, sample.labels == 1, sample.labels != VOID, sample.meta["path"],
-                  sample.meta["name"], sample.image, time.perf_counter() - ta)
-        components.update(result.maps[decision], sample.labels == 1, sample.labels != VOID)
+        target, valid = sample.labels == 1, sample.labels != VOID
+        tally.add(result, result.maps, target, valid, sample.meta["path"], sample.meta["name"], sample.image,
+                  time.perf_counter() - ta)
+        components.update(result.maps[decision], target, valid)
     t_test = time.perf_counter() - t0
     if not tally.rows:
         raise OddspotError(f"{bench.root}: no readable {bench.layout} frames; see the skipped files above")
